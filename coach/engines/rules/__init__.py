@@ -1,0 +1,5 @@
+"""The offline rule engine."""
+
+from coach.engines.rules.engine import RuleEngine
+
+__all__ = ["RuleEngine"]

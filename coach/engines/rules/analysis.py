@@ -1,0 +1,114 @@
+"""One pass over a draft: sentences, merge fields and every lexicon hit, with offsets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from coach.engines.rules.lexicon import Lexicon, lexicon
+from coach.models import Kind, Language, ReviewRequest
+from coach.text import MergeField, Sentence, find_merge_fields, mask, split_sentences
+from coach.text.language import detect_language
+
+__all__ = ["Analysis", "Hit", "analyse"]
+
+# Pitch-like categories that a sincere disclaimer ("no pitch, just…") neutralises where they
+# overlap it. Selling elsewhere in the draft still counts.
+_DISCLAIMABLE = ("pitch", "business_ask", "ask")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    category: str
+    start: int
+    end: int
+    sentence: int
+
+
+@dataclass
+class Analysis:
+    request: ReviewRequest
+    text: str
+    masked: str
+    language: Language
+    kind: Kind
+    lexicon: Lexicon
+    sentences: list[Sentence]
+    merge_fields: list[MergeField]
+    hits: dict[str, list[Hit]] = field(default_factory=dict)
+
+    def of(self, category: str) -> list[Hit]:
+        return self.hits.get(category, [])
+
+    def count(self, category: str) -> int:
+        return len(self.hits.get(category, []))
+
+    def in_sentence(self, category: str, sentence: int) -> bool:
+        return any(hit.sentence == sentence for hit in self.of(category))
+
+    def sentences_with(self, *categories: str) -> set[int]:
+        return {hit.sentence for c in categories for hit in self.of(c)}
+
+    def search(self, category: str, text: str) -> bool:
+        """Whether `category` matches in a text other than the draft (thread, notes)."""
+        pattern = self.lexicon.signals.get(category)
+        return bool(pattern and pattern.search(text))
+
+
+def _sentence_of(sentences: list[Sentence], offset: int) -> int:
+    for sentence in sentences:
+        if sentence.start <= offset < sentence.end:
+            return sentence.index
+    # Between sentences (whitespace): attribute to the next one.
+    for sentence in sentences:
+        if offset < sentence.start:
+            return sentence.index
+    return sentences[-1].index if sentences else 0
+
+
+def analyse(request: ReviewRequest) -> Analysis:
+    text = request.text
+    language = request.language or detect_language(text)
+    lex = lexicon(language)
+    merge_fields = find_merge_fields(text)
+    masked = mask(text, merge_fields)
+    sentences = split_sentences(masked)
+    analysis = Analysis(
+        request=request,
+        text=text,
+        masked=masked,
+        language=language,
+        kind=request.kind,
+        lexicon=lex,
+        sentences=sentences,
+        merge_fields=merge_fields,
+    )
+    for category, pattern in lex.signals.items():
+        found = [
+            Hit(category, m.start(), m.end(), _sentence_of(sentences, m.start()))
+            for m in pattern.finditer(masked)
+            if m.end() > m.start()
+        ]
+        if found:
+            analysis.hits[category] = found
+    _apply_disclaimers(analysis)
+    return analysis
+
+
+def _apply_disclaimers(analysis: Analysis) -> None:
+    disclaimers = analysis.of("disclaimer")
+    if not disclaimers:
+        return
+    for category in _DISCLAIMABLE:
+        kept = [
+            hit
+            for hit in analysis.of(category)
+            if not any(d.start <= hit.start < d.end or hit.start <= d.start < hit.end for d in disclaimers)
+        ]
+        if kept:
+            analysis.hits[category] = kept
+        else:
+            analysis.hits.pop(category, None)
+
+
+WORD = re.compile(r"\w+")

@@ -1,0 +1,82 @@
+"""Evaluation datasets: JSONL, one labelled case a line (format in evals/LABELLING.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from coach.errors import DatasetError
+from coach.models import Context, Kind, Language, ReviewRequest
+
+__all__ = ["Case", "iter_cases", "load_cases"]
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    kind: Kind
+    text: str = Field(min_length=1)
+    language: Language | None = None
+    context: Context | None = None
+    expected: dict[str, Literal["pass", "fail"]]
+    evidence: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    why: str | None = None
+
+    @model_validator(mode="after")
+    def _evidence_in_text(self) -> Case:
+        for quote in self.evidence:
+            if quote not in self.text:
+                raise ValueError(f"evidence {quote[:30]!r}… is not a substring of text")
+        return self
+
+    def request(self) -> ReviewRequest:
+        return ReviewRequest(text=self.text, kind=self.kind, language=self.language, context=self.context)
+
+
+def iter_cases(path: Path, known_rules: set[str] | None = None) -> Iterator[Case]:
+    """Cases of one file, validated; errors name the file and the line."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"{path}: {exc.strerror}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}:{number}: not UTF-8") from None
+            try:
+                case = Case.model_validate(data)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise DatasetError(f"{path}:{number}: {where}: {err['msg']}".replace(": : ", ": ")) from None
+            if known_rules is not None:
+                unknown = set(case.expected) - known_rules
+                if unknown:
+                    raise DatasetError(f"{path}:{number}: unknown rule id(s) {', '.join(sorted(unknown))}")
+            yield case
+
+
+def load_cases(paths: list[Path], known_rules: set[str] | None = None) -> list[Case]:
+    cases: list[Case] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        for case in iter_cases(path, known_rules):
+            if case.id in seen:
+                raise DatasetError(f"{path}: duplicate case id {case.id!r} (first in {seen[case.id]})")
+            seen[case.id] = str(path)
+            cases.append(case)
+    if not cases:
+        raise DatasetError(f"no cases in {', '.join(map(str, paths))}")
+    return cases

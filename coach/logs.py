@@ -1,0 +1,39 @@
+"""structlog set-up. Logs carry lengths, hashes and ids, never the text of a draft."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+__all__ = ["configure_logging", "fingerprint", "get_logger"]
+
+
+def fingerprint(text: str) -> str:
+    """A short, stable id for a draft that does not reveal it."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def configure_logging(level: str = "WARNING", *, json: bool = True) -> None:
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    # A library must stay quiet until its host configures logging: by default structlog prints
+    # every level to stdout, which would corrupt `coach review --format json`.
+    if not structlog.is_configured():
+        configure_logging()
+    return structlog.get_logger(name)

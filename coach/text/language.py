@@ -1,0 +1,24 @@
+"""Language detection by script: Hebrew letters against Latin letters."""
+
+from __future__ import annotations
+
+import re
+
+from coach.models import Language
+
+__all__ = ["HEBREW_LETTER", "detect_language"]
+
+HEBREW_LETTER = "\u05d0-\u05ea"
+_HEBREW = re.compile(f"[{HEBREW_LETTER}]")
+_LATIN = re.compile(r"[A-Za-z]")
+#: Share of Hebrew among letters from which a draft counts as Hebrew. Low on purpose: Hebrew
+#: business writing carries English brand names, product terms and URLs.
+_HEBREW_SHARE = 0.3
+
+
+def detect_language(text: str) -> Language:
+    hebrew = len(_HEBREW.findall(text))
+    if hebrew == 0:
+        return Language.en
+    latin = len(_LATIN.findall(text))
+    return Language.he if hebrew >= _HEBREW_SHARE * (hebrew + latin) else Language.en

@@ -1,0 +1,67 @@
+"""Masking and sentence splitting that keep offsets into the original text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from coach.text.merge_fields import MergeField
+
+__all__ = ["Sentence", "mask", "split_sentences"]
+
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", re.I)
+_ABBREVIATIONS = re.compile(
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Inc|Ltd|Co|Corp|St|vs|etc|e\.g|i\.e|approx|Jr|Sr|No)\.|\b[A-Z]\.)$"
+)
+# Sentence ends: terminal punctuation (any run, with closing quotes/brackets) then whitespace,
+# or a line break. Bulleted notes are one sentence per line.
+_BOUNDARY = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|\n+")
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    index: int
+    start: int
+    end: int
+    text: str  # masked text of the sentence, same length as the original slice
+
+    @property
+    def is_question(self) -> bool:
+        return self.text.rstrip().endswith("?")
+
+
+def mask(text: str, merge_fields: list[MergeField]) -> str:
+    """`text` with URLs, e-mail addresses and merge fields blanked out, same length.
+
+    Lexicons then never match inside a link ("…/pricing") or a field name, and offsets found in
+    the masked text are offsets in the original.
+    """
+    chars = list(text)
+    spans = [(m.start(), m.end()) for m in _URL.finditer(text)]
+    spans += [(f.start, f.end) for f in merge_fields]
+    for start, end in spans:
+        # Letters become "x", so a masked field still reads as a word ("Hi xxxx,").
+        for i in range(start, end):
+            chars[i] = "x" if not chars[i].isspace() else chars[i]
+    return "".join(chars)
+
+
+def split_sentences(masked: str) -> list[Sentence]:
+    sentences: list[Sentence] = []
+    start = 0
+
+    def emit(end: int) -> None:
+        nonlocal start
+        raw = masked[start:end]
+        stripped = raw.strip(" \t\r\n-•*·–")
+        if stripped:
+            left = start + raw.index(stripped)
+            sentences.append(Sentence(len(sentences), left, left + len(stripped), stripped))
+
+    for match in _BOUNDARY.finditer(masked):
+        if "\n" not in match.group() and _ABBREVIATIONS.search(masked[start : match.start()]):
+            continue
+        emit(match.start())
+        start = match.end()
+    emit(len(masked))
+    return sentences

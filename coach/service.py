@@ -29,17 +29,23 @@ class ReviewService:
     def engine(self, name: str) -> Reviewer:
         if name not in self._engines:
             if name not in ENGINES:
-                raise InputError(f"unknown engine {name!r} (available: {', '.join(sorted(ENGINES))})")
+                raise InputError(
+                    f"unknown engine {name!r} (available: {', '.join(sorted(ENGINES))})"
+                )
             self._engines[name] = ENGINES[name](self.rulebook)
         return self._engines[name]
 
-    async def review(self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True) -> Review:
+    async def review(
+        self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
+    ) -> Review:
         started = time.perf_counter()
         result = await self.engine(engine).review(request, rewrite=rewrite)
         self._log(request, result, started)
         return result
 
-    def review_sync(self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True) -> Review:
+    def review_sync(
+        self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
+    ) -> Review:
         """Blocking review. The rule engine runs inline (no event loop: it is pure CPU work)."""
         if engine == "rules":
             started = time.perf_counter()

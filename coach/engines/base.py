@@ -20,7 +20,9 @@ class Reviewer(Protocol):
 ENGINES: dict[str, Callable[[Rulebook], Reviewer]] = {}
 
 
-def register(name: str) -> Callable[[Callable[[Rulebook], Reviewer]], Callable[[Rulebook], Reviewer]]:
+def register(
+    name: str,
+) -> Callable[[Callable[[Rulebook], Reviewer]], Callable[[Rulebook], Reviewer]]:
     def decorate(factory: Callable[[Rulebook], Reviewer]) -> Callable[[Rulebook], Reviewer]:
         ENGINES[name] = factory
         return factory

@@ -36,7 +36,9 @@ class Case(BaseModel):
         return self
 
     def request(self) -> ReviewRequest:
-        return ReviewRequest(text=self.text, kind=self.kind, language=self.language, context=self.context)
+        return ReviewRequest(
+            text=self.text, kind=self.kind, language=self.language, context=self.context
+        )
 
 
 def iter_cases(path: Path, known_rules: set[str] | None = None) -> Iterator[Case]:
@@ -60,11 +62,15 @@ def iter_cases(path: Path, known_rules: set[str] | None = None) -> Iterator[Case
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
-                raise DatasetError(f"{path}:{number}: {where}: {err['msg']}".replace(": : ", ": ")) from None
+                raise DatasetError(
+                    f"{path}:{number}: {where}: {err['msg']}".replace(": : ", ": ")
+                ) from None
             if known_rules is not None:
                 unknown = set(case.expected) - known_rules
                 if unknown:
-                    raise DatasetError(f"{path}:{number}: unknown rule id(s) {', '.join(sorted(unknown))}")
+                    raise DatasetError(
+                        f"{path}:{number}: unknown rule id(s) {', '.join(sorted(unknown))}"
+                    )
             yield case
 
 
@@ -74,7 +80,9 @@ def load_cases(paths: list[Path], known_rules: set[str] | None = None) -> list[C
     for path in paths:
         for case in iter_cases(path, known_rules):
             if case.id in seen:
-                raise DatasetError(f"{path}: duplicate case id {case.id!r} (first in {seen[case.id]})")
+                raise DatasetError(
+                    f"{path}: duplicate case id {case.id!r} (first in {seen[case.id]})"
+                )
             seen[case.id] = str(path)
             cases.append(case)
     if not cases:

@@ -56,9 +56,15 @@ class Confusion:
 
     def as_dict(self) -> dict[str, float | int]:
         return {
-            "n": self.n, "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
-            "precision": round(self.precision, 4), "recall": round(self.recall, 4),
-            "f1": round(self.f1, 4), "accuracy": round(self.accuracy, 4),
+            "n": self.n,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "tn": self.tn,
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+            "accuracy": round(self.accuracy, 4),
         }
 
 
@@ -76,7 +82,9 @@ def per_rule(rows: Iterable[Scored]) -> dict[str, Confusion]:
     table: dict[str, Confusion] = {}
     for row in rows:
         for rule_id, label in row.expected.items():
-            table.setdefault(rule_id, Confusion()).add(label == "fail", row.predicted.get(rule_id) == "fail")
+            table.setdefault(rule_id, Confusion()).add(
+                label == "fail", row.predicted.get(rule_id) == "fail"
+            )
     return dict(sorted(table.items()))
 
 

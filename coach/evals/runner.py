@@ -50,23 +50,33 @@ class EvalResult:
         }
 
 
-def run_eval(cases: list[Case], service: ReviewService, *, engine: str, datasets: list[str]) -> EvalResult:
+def run_eval(
+    cases: list[Case], service: ReviewService, *, engine: str, datasets: list[str]
+) -> EvalResult:
     started = time.perf_counter()
     rows: list[Scored] = []
     for case in cases:
         review = service.review_sync(case.request(), engine=engine, rewrite=False)
         predicted = {r.rule_id: r.verdict.value for r in review.rules}
-        slices = (f"language={review.language.value}", f"kind={case.kind.value}", *(f"tag={t}" for t in case.tags))
-        rows.append(Scored(case.id, dict(case.expected), predicted, slices))
+        tags = (
+            f"language={review.language.value}",
+            f"kind={case.kind.value}",
+            *(f"tag={t}" for t in case.tags),
+        )
+        rows.append(Scored(case.id, dict(case.expected), predicted, tags))
     seconds = time.perf_counter() - started
     names = sorted({s for row in rows for s in row.slices if not s.startswith("tag=")})
-    slices = {name: per_rule(r for r in rows if name in r.slices) for name in names}
-    return EvalResult(engine, service.rulebook.version, datasets, rows, per_rule(rows), slices, seconds)
+    by_slice = {name: per_rule(r for r in rows if name in r.slices) for name in names}
+    return EvalResult(
+        engine, service.rulebook.version, datasets, rows, per_rule(rows), by_slice, seconds
+    )
 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except OSError:
         return None
     return out.stdout.strip() or None
@@ -79,9 +89,25 @@ def write_report(result: EvalResult, out: Path) -> Path:
         "git_commit": _git_commit(),
         "python": platform.python_version(),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (out / "report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8"
+    )
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for row in result.rows:
-            wrong = sorted(r for r, label in row.expected.items() if (row.predicted.get(r) == "fail") != (label == "fail"))
-            handle.write(json.dumps({"id": row.case_id, "expected": row.expected, "predicted": row.predicted, "wrong": wrong}) + "\n")
+            wrong = sorted(
+                r
+                for r, label in row.expected.items()
+                if (row.predicted.get(r) == "fail") != (label == "fail")
+            )
+            handle.write(
+                json.dumps(
+                    {
+                        "id": row.case_id,
+                        "expected": row.expected,
+                        "predicted": row.predicted,
+                        "wrong": wrong,
+                    }
+                )
+                + "\n"
+            )
     return out / "report.json"

@@ -75,7 +75,9 @@ def parse_rulebook(text: str, *, source: str) -> Rulebook:
         if "overrides" in data:
             raise RulebookError(f"{source}: 'overrides' needs 'extends: default'")
         try:
-            book = Rulebook.model_validate({"version": data.get("version"), "rules": data.get("rules")})
+            book = Rulebook.model_validate(
+                {"version": data.get("version"), "rules": data.get("rules")}
+            )
         except ValidationError as exc:
             raise RulebookError(f"{source}: {_first_error(exc)}") from None
         _check_unique(book.rules, source)
@@ -100,7 +102,9 @@ def _extend(base: Rulebook, data: dict[str, Any], source: str) -> Rulebook:
     for rule_id in overrides:
         if base.get(rule_id) is None:
             known = ", ".join(base.ids)
-            raise RulebookError(f"{source}: unknown rule id {rule_id!r} in overrides (known: {known})")
+            raise RulebookError(
+                f"{source}: unknown rule id {rule_id!r} in overrides (known: {known})"
+            )
     rules: list[Rule] = []
     for rule in base.rules:
         change = overrides.get(rule.id) or {}

@@ -2,8 +2,8 @@
 
 Supported syntaxes (one regex each, see `_SYNTAXES`): Handlebars/Liquid/HubSpot `{{first_name}}`,
 `{{ contact.firstname }}`; Mailchimp `*|FNAME|*`; Salesforce `{!Contact.FirstName}`;
-bracketed `[First Name]`; percent `%FIRSTNAME%`. The rule engine's rewrite slots (`[[OFFER: …]]`) are
-recognised too, so a rewrite keeps them intact.
+bracketed `[First Name]`; percent `%FIRSTNAME%`. The rule engine's rewrite slots
+(`[[OFFER: …]]`) are recognised too, so a rewrite keeps them intact.
 
 Whether a field is real personalisation is decided from its name against the word lists in
 `coach/text/data/merge_fields.yaml`.
@@ -24,7 +24,10 @@ _SYNTAXES: tuple[tuple[str, str], ...] = (
     ("handlebars", r"\{\{\s*[^{}\n]{1,80}?\s*\}\}"),
     ("mailchimp", r"\*\|[A-Za-z0-9_:]{1,60}\|\*"),
     ("salesforce", r"\{![A-Za-z0-9_.]{1,80}\}"),
-    ("bracket", r"(?<!\[)\[(?:[A-Z\u05D0-\u05EA][\w.\u05D0-\u05EA]*)(?: [\w.\u05D0-\u05EA]+){0,4}\](?!\])"),
+    (
+        "bracket",
+        r"(?<!\[)\[(?:[A-Z\u05D0-\u05EA][\w.\u05D0-\u05EA]*)(?: [\w.\u05D0-\u05EA]+){0,4}\](?!\])",
+    ),
     ("percent", r"%[A-Za-z][A-Za-z0-9_]{1,40}%"),
     # The rule engine's own fill-in slots in a structural rewrite: [[DETAIL: their news]].
     ("slot", r"\[\[[A-Z][A-Z ]{1,30}:[^\]\n]{0,120}\]\]"),
@@ -32,7 +35,9 @@ _SYNTAXES: tuple[tuple[str, str], ...] = (
 _PATTERN = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _SYNTAXES))
 #: Rewrite slots the writer fills with something true of the recipient.
 _PERSONAL_SLOTS = frozenset({"detail", "their business"})
-_TOOL_PREFIX = re.compile(r"^(?:contact|lead|account|company|recipient|user|person|prospect)[._]", re.I)
+_TOOL_PREFIX = re.compile(
+    r"^(?:contact|lead|account|company|recipient|user|person|prospect)[._]", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +83,9 @@ def find_merge_fields(text: str) -> list[MergeField]:
         if syntax == "slot":
             label = match.group()[2:].split(":", 1)[0].strip().lower()
             kind = "personal" if label in _PERSONAL_SLOTS else "other"
-            fields.append(MergeField(match.start(), match.end(), match.group(), syntax, label, kind))
+            fields.append(
+                MergeField(match.start(), match.end(), match.group(), syntax, label, kind)
+            )
             continue
         name = normalise_field_name(match.group())
         if not name:

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 from coach.text.merge_fields import MergeField
 
-__all__ = ["Sentence", "mask", "split_sentences"]
+__all__ = ["URL", "Sentence", "mask", "split_off_lead", "split_sentences"]
 
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", re.I)
+#: Links and e-mail addresses; trailing punctuation is not part of a link.
+URL = re.compile(
+    r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", re.I
+)
 _ABBREVIATIONS = re.compile(
     r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Inc|Ltd|Co|Corp|St|vs|etc|e\.g|i\.e|approx|Jr|Sr|No)\.|\b[A-Z]\.)$"
 )
@@ -37,7 +40,7 @@ def mask(text: str, merge_fields: list[MergeField]) -> str:
     the masked text are offsets in the original.
     """
     chars = list(text)
-    spans = [(m.start(), m.end()) for m in _URL.finditer(text)]
+    spans = [(m.start(), m.end()) for m in URL.finditer(text)]
     spans += [(f.start, f.end) for f in merge_fields]
     for start, end in spans:
         # Letters become "x", so a masked field still reads as a word ("Hi xxxx,").
@@ -65,3 +68,20 @@ def split_sentences(masked: str) -> list[Sentence]:
         start = match.end()
     emit(len(masked))
     return sentences
+
+
+def split_off_lead(masked: str, sentences: list[Sentence], lead_end: int) -> list[Sentence]:
+    """Split the first sentence at `lead_end` (the end of a greeting such as "Hi Dana,"), so a
+    finding on the sentence after it does not highlight the greeting too."""
+    if not sentences or not sentences[0].start < lead_end < sentences[0].end:
+        return sentences
+    first = sentences[0]
+    rest_text = masked[lead_end : first.end]
+    stripped = rest_text.lstrip()
+    if not stripped:
+        return sentences
+    rest_start = lead_end + (len(rest_text) - len(stripped))
+    head = Sentence(0, first.start, lead_end, masked[first.start : lead_end])
+    tail = Sentence(1, rest_start, first.end, masked[rest_start : first.end])
+    others = [Sentence(s.index + 1, s.start, s.end, s.text) for s in sentences[1:]]
+    return [head, tail, *others]

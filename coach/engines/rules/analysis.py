@@ -9,6 +9,7 @@ from coach.engines.rules.lexicon import Lexicon, lexicon
 from coach.models import Kind, Language, ReviewRequest
 from coach.text import MergeField, Sentence, find_merge_fields, mask, split_sentences
 from coach.text.language import detect_language
+from coach.text.segment import split_off_lead
 
 __all__ = ["Analysis", "Hit", "analyse"]
 
@@ -73,6 +74,9 @@ def analyse(request: ReviewRequest) -> Analysis:
     merge_fields = find_merge_fields(text)
     masked = mask(text, merge_fields)
     sentences = split_sentences(masked)
+    greeting = re.match(lex.phrase("layout", "greeting"), masked, re.IGNORECASE)
+    if greeting and greeting.group().rstrip().endswith((",", "!", ".")):
+        sentences = split_off_lead(masked, sentences, greeting.end())
     analysis = Analysis(
         request=request,
         text=text,
@@ -103,12 +107,11 @@ def _apply_disclaimers(analysis: Analysis) -> None:
         kept = [
             hit
             for hit in analysis.of(category)
-            if not any(d.start <= hit.start < d.end or hit.start <= d.start < hit.end for d in disclaimers)
+            if not any(
+                d.start <= hit.start < d.end or hit.start <= d.start < hit.end for d in disclaimers
+            )
         ]
         if kept:
             analysis.hits[category] = kept
         else:
             analysis.hits.pop(category, None)
-
-
-WORD = re.compile(r"\w+")

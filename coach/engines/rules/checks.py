@@ -98,7 +98,9 @@ def _proper_nouns(a: Analysis) -> list[int]:
 def specific_details(a: Analysis) -> list[int]:
     """Sentences that carry something true of this recipient or a shared experience."""
     indexes = {h.sentence for h in a.of("reference")}
-    indexes.update(h.sentence for h in a.of("interest") if a.in_sentence("second_person", h.sentence))
+    indexes.update(
+        h.sentence for h in a.of("interest") if a.in_sentence("second_person", h.sentence)
+    )
     indexes.update(_proper_nouns(a))
     indexes.update(_personal_field_sentences(a))
     return sorted(indexes)
@@ -169,7 +171,12 @@ def check_interest_in_them(a: Analysis) -> Outcome:
     if _they_asked(a) and len(self_sentences) <= 1:
         return Outcome(PASS, 0.6, "answers_them")
     if not interest:
-        return Outcome(FAIL, _conf(0.6, len(about_me)), "no_interest", _sentence_spans(a, about_me) or _whole(a))
+        return Outcome(
+            FAIL,
+            _conf(0.6, len(about_me)),
+            "no_interest",
+            _sentence_spans(a, about_me) or _whole(a),
+        )
     if about_me and not curiosity:
         # A compliment used as the hook for a pitch or an ask for business.
         return Outcome(FAIL, 0.6, "hook", _sentence_spans(a, about_me))
@@ -183,7 +190,12 @@ def check_quality_over_quantity(a: Analysis) -> Outcome:
     if a.kind is Kind.meeting_notes:
         collecting = a.sentences_with("notes_collecting")
         if collecting:
-            return Outcome(FAIL, _conf(0.65, len(collecting)), "notes_collecting", _sentence_spans(a, collecting))
+            return Outcome(
+                FAIL,
+                _conf(0.65, len(collecting)),
+                "notes_collecting",
+                _sentence_spans(a, collecting),
+            )
         if a.sentences_with("notes_learned") or specific_details(a):
             return Outcome(PASS, 0.7, "notes_depth")
         return Outcome(FAIL, 0.55, "notes_shallow", _whole(a))
@@ -243,7 +255,12 @@ def check_detect(a: Analysis, rule: Rule) -> Outcome:
     flags = re.IGNORECASE
     if any(re.search(p, a.masked, flags) for p in patterns.passes):
         return Outcome(PASS, 0.7, "custom_pass")
-    spans = [m.span() for p in patterns.fail for m in re.finditer(p, a.masked, flags) if m.end() > m.start()]
+    spans = [
+        m.span()
+        for p in patterns.fail
+        for m in re.finditer(p, a.masked, flags)
+        if m.end() > m.start()
+    ]
     if spans:
         return Outcome(FAIL, 0.7, "custom_fail", spans)
     return Outcome(PASS, 0.6, "custom_pass")

@@ -135,7 +135,9 @@ class RuleEngine:
         ctx = analysis.request.context
         if ctx and ctx.recipient and ctx.recipient.company:
             company = ctx.recipient.company
-            questions.insert(0, lex.phrase("suggestions", "questions_company").format(company=company))
+            questions.insert(
+                0, lex.phrase("suggestions", "questions_company").format(company=company)
+            )
         offers = list(lex.phrase("suggestions", "offers"))
         if "interest-in-them" not in failed and "quality-over-quantity" not in failed:
             questions = questions[:2]

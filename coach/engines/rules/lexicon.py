@@ -49,7 +49,9 @@ class Lexicon:
 
 def _load(language: Language) -> Lexicon:
     raw = yaml.safe_load(
-        resources.files("coach.engines.rules").joinpath(f"data/{language.value}.yaml").read_text("utf-8")
+        resources.files("coach.engines.rules")
+        .joinpath(f"data/{language.value}.yaml")
+        .read_text("utf-8")
     )
     signals: dict[str, re.Pattern[str]] = {}
     for category, patterns in raw["signals"].items():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from coach.engines.rules.analysis import Analysis, analyse
 from coach.models import Kind, ReviewRequest, Rewrite, RewriteChange, Verdict
+from coach.text.segment import URL
 
 if TYPE_CHECKING:
     from coach.engines.rules.checks import Outcome
@@ -22,9 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["protected_tokens", "structural_rewrite"]
 
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", re.I)
 _DATE = re.compile(
-    r"\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b", re.I
+    r"\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b",
+    re.I,
 )
 
 
@@ -32,9 +33,13 @@ def protected_tokens(analysis: Analysis) -> list[str]:
     """What a rewrite must keep byte-identical: merge fields, links, e-mails, dates, names."""
     text = analysis.text
     tokens = [f.raw for f in analysis.merge_fields]
-    tokens += [m.group() for m in _URL.finditer(text)]
+    tokens += [m.group() for m in URL.finditer(text)]
     tokens += [m.group() for m in _DATE.finditer(text)]
-    tokens += [text[h.start : h.end] for h in analysis.of("time") if any(c.isdigit() for c in text[h.start : h.end])]
+    tokens += [
+        text[h.start : h.end]
+        for h in analysis.of("time")
+        if any(c.isdigit() for c in text[h.start : h.end])
+    ]
     ctx = analysis.request.context
     if ctx and ctx.recipient:
         tokens += [v for v in (ctx.recipient.name, ctx.recipient.company) if v and v in text]
@@ -122,17 +127,35 @@ def _build(a: Analysis, failed: set[str], extra_drop: set[int]) -> tuple[str, li
     changes: list[RewriteChange] = []
 
     def change(rule_id: str | None, key: str, **kw: object) -> None:
-        changes.append(RewriteChange(rule_id=rule_id, description=phrase("rewrite", "changes", key).format(**kw)))
+        changes.append(
+            RewriteChange(
+                rule_id=rule_id, description=phrase("rewrite", "changes", key).format(**kw)
+            )
+        )
 
     drop_by_rule: list[tuple[str, str, set[int]]] = []
     if "no-cold-pitch" in failed:
-        drop_by_rule.append(("no-cold-pitch", "removed_pitch", a.sentences_with("pitch", "pitch_question", "business_ask", "notes_pitched")))
+        drop_by_rule.append(
+            (
+                "no-cold-pitch",
+                "removed_pitch",
+                a.sentences_with("pitch", "pitch_question", "business_ask", "notes_pitched"),
+            )
+        )
     if "interest-in-them" in failed:
         drop_by_rule.append(("interest-in-them", "removed_self", a.sentences_with("self_focus")))
     if "quality-over-quantity" in failed:
-        drop_by_rule.append(("quality-over-quantity", "removed_generic", a.sentences_with("generic")))
+        drop_by_rule.append(
+            ("quality-over-quantity", "removed_generic", a.sentences_with("generic"))
+        )
         if a.kind is Kind.meeting_notes:
-            drop_by_rule.append(("quality-over-quantity", "removed_collecting", a.sentences_with("notes_collecting")))
+            drop_by_rule.append(
+                (
+                    "quality-over-quantity",
+                    "removed_collecting",
+                    a.sentences_with("notes_collecting"),
+                )
+            )
     if "volunteer-to-lead" in failed:
         drop_by_rule.append(("volunteer-to-lead", "removed_dodge", a.sentences_with("dodge")))
     drop: set[int] = set(extra_drop)
@@ -161,7 +184,11 @@ def _build(a: Analysis, failed: set[str], extra_drop: set[int]) -> tuple[str, li
             added_back.append(phrase("rewrite", "notes_learned"))
             change("interest-in-them", "added_notes")
         else:
-            opener = phrase("rewrite", "opener_company").format(company=company) if company else phrase("rewrite", "opener_interest")
+            opener = (
+                phrase("rewrite", "opener_company").format(company=company)
+                if company
+                else phrase("rewrite", "opener_interest")
+            )
             added_front.append(opener)
             change("interest-in-them", "added_interest")
             added_back.append(phrase("rewrite", "question"))
@@ -197,7 +224,18 @@ def _company_token(a: Analysis) -> str | None:
     """How the draft names the recipient's company: a company merge field, kept byte-identical,
     or the company from the context."""
     for f in a.merge_fields:
-        if f.name in {"company", "companyname", "account", "accountname", "org", "organization", "organisation", "business", "businessname", "חברה"}:
+        if f.name in {
+            "company",
+            "companyname",
+            "account",
+            "accountname",
+            "org",
+            "organization",
+            "organisation",
+            "business",
+            "businessname",
+            "חברה",
+        }:
             return f.raw
     ctx = a.request.context
     if ctx and ctx.recipient and ctx.recipient.company:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from coach.errors import DatasetError
-from coach.models import Context, Kind, Language, ReviewRequest
+from coach.models import MAX_TEXT_CHARS, Context, Kind, Language, ReviewRequest
 
 __all__ = ["Case", "iter_cases", "load_cases"]
 
@@ -28,6 +28,15 @@ class Case(BaseModel):
     tags: list[str] = Field(default_factory=list)
     why: str | None = None
 
+    @field_validator("text")
+    @classmethod
+    def _reviewable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is empty or whitespace only")
+        if len(value) > MAX_TEXT_CHARS:
+            raise ValueError(f"text has {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+        return value
+
     @model_validator(mode="after")
     def _evidence_in_text(self) -> Case:
         for quote in self.evidence:
@@ -43,47 +52,52 @@ class Case(BaseModel):
 
 def iter_cases(path: Path, known_rules: set[str] | None = None) -> Iterator[Case]:
     """Cases of one file, validated; errors name the file and the line."""
+    for _number, case in _numbered_cases(path, known_rules):
+        yield case
+
+
+def _numbered_cases(path: Path, known_rules: set[str] | None) -> Iterator[tuple[int, Case]]:
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise DatasetError(f"{path}: {exc.strerror}") from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError(f"{path}:{number}: not valid UTF-8") from None
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-            except UnicodeDecodeError:
-                raise DatasetError(f"{path}:{number}: not UTF-8") from None
             try:
                 case = Case.model_validate(data)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
-                raise DatasetError(
-                    f"{path}:{number}: {where}: {err['msg']}".replace(": : ", ": ")
-                ) from None
+                message = f"{where}: {err['msg']}" if where else str(err["msg"])
+                raise DatasetError(f"{path}:{number}: {message}") from None
             if known_rules is not None:
                 unknown = set(case.expected) - known_rules
                 if unknown:
-                    raise DatasetError(
-                        f"{path}:{number}: unknown rule id(s) {', '.join(sorted(unknown))}"
-                    )
-            yield case
+                    names = ", ".join(sorted(unknown))
+                    raise DatasetError(f"{path}:{number}: unknown rule id(s) {names}")
+            yield number, case
 
 
 def load_cases(paths: list[Path], known_rules: set[str] | None = None) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, str] = {}
     for path in paths:
-        for case in iter_cases(path, known_rules):
+        for number, case in _numbered_cases(path, known_rules):
             if case.id in seen:
                 raise DatasetError(
-                    f"{path}: duplicate case id {case.id!r} (first in {seen[case.id]})"
+                    f"{path}:{number}: duplicate case id {case.id!r} (first at {seen[case.id]})"
                 )
-            seen[case.id] = str(path)
+            seen[case.id] = f"{path}:{number}"
             cases.append(case)
     if not cases:
         raise DatasetError(f"no cases in {', '.join(map(str, paths))}")

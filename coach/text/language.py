@@ -17,6 +17,12 @@ _HEBREW_SHARE = 0.3
 
 
 def detect_language(text: str) -> Language:
+    """Hebrew or English, by script. Links, e-mail addresses and merge fields do not count:
+    they are Latin in any language."""
+    from coach.text.merge_fields import find_merge_fields
+    from coach.text.segment import mask
+
+    text = mask(text, find_merge_fields(text), fill="")
     hebrew = len(_HEBREW.findall(text))
     if hebrew == 0:
         return Language.en

@@ -33,6 +33,8 @@ _SYNTAXES: tuple[tuple[str, str], ...] = (
     ("slot", r"\[\[[A-Z][A-Z ]{1,30}:[^\]\n]{0,120}\]\]"),
 )
 _PATTERN = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _SYNTAXES))
+#: Every syntax opens with one of these; a draft without any has no merge field.
+_OPENERS = ("{", "*|", "[", "%")
 #: Rewrite slots the writer fills with something true of the recipient.
 _PERSONAL_SLOTS = frozenset({"detail", "their business"})
 _TOOL_PREFIX = re.compile(
@@ -78,6 +80,8 @@ def field_kind(name: str) -> str:
 
 def find_merge_fields(text: str) -> list[MergeField]:
     fields = []
+    if not any(opener in text for opener in _OPENERS):
+        return []
     for match in _PATTERN.finditer(text):
         syntax = match.lastgroup or "handlebars"
         if syntax == "slot":

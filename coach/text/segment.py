@@ -13,12 +13,15 @@ __all__ = ["URL", "Sentence", "mask", "split_off_lead", "split_sentences"]
 URL = re.compile(
     r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]|\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", re.I
 )
+_LINK = re.compile(r"(?:https?://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]", re.I)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 _ABBREVIATIONS = re.compile(
-    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Inc|Ltd|Co|Corp|St|vs|etc|e\.g|i\.e|approx|Jr|Sr|No)\.|\b[A-Z]\.)$"
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Inc|Ltd|Co|Corp|St|vs|etc|e\.g|i\.e|approx|Jr|Sr|No|a\.m|p\.m)\.|\b[A-Z]\.|\b[ap]\.)$"
 )
-# Sentence ends: terminal punctuation (any run, with closing quotes/brackets) then whitespace,
-# or a line break. Bulleted notes are one sentence per line.
-_BOUNDARY = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|\n+")
+# Sentence ends: terminal punctuation (with closing quotes/brackets) then whitespace, or a line
+# break. Bulleted notes are one sentence per line. The pattern starts with a character class so
+# the regex engine can skip ahead in C; the whitespace rule is checked in split_sentences.
+_BOUNDARY = re.compile(r"[.!?…\n][\"'”’)\]]*\s*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +36,26 @@ class Sentence:
         return self.text.rstrip().endswith("?")
 
 
-def mask(text: str, merge_fields: list[MergeField]) -> str:
+def mask(text: str, merge_fields: list[MergeField], fill: str = "x") -> str:
     """`text` with URLs, e-mail addresses and merge fields blanked out, same length.
 
     Lexicons then never match inside a link ("…/pricing") or a field name, and offsets found in
-    the masked text are offsets in the original.
+    the masked text are offsets in the original. `fill=""` removes them instead (the result is
+    then shorter), for counting letters.
     """
+    spans = [(f.start, f.end) for f in merge_fields]
+    lowered = text.lower()
+    if "http" in lowered or "www." in lowered:
+        spans += [m.span() for m in _LINK.finditer(text)]
+    if "@" in text:
+        spans += [m.span() for m in _EMAIL.finditer(text)]
+    if not spans:
+        return text
     chars = list(text)
-    spans = [(m.start(), m.end()) for m in URL.finditer(text)]
-    spans += [(f.start, f.end) for f in merge_fields]
     for start, end in spans:
         # Letters become "x", so a masked field still reads as a word ("Hi xxxx,").
         for i in range(start, end):
-            chars[i] = "x" if not chars[i].isspace() else chars[i]
+            chars[i] = fill if not chars[i].isspace() else chars[i]
     return "".join(chars)
 
 
@@ -62,9 +72,16 @@ def split_sentences(masked: str) -> list[Sentence]:
             sentences.append(Sentence(len(sentences), left, left + len(stripped), stripped))
 
     for match in _BOUNDARY.finditer(masked):
-        if "\n" not in match.group() and _ABBREVIATIONS.search(masked[start : match.start()]):
+        token = match.group()
+        newline = "\n" in token
+        if not newline and match.end() < len(masked) and not token[-1].isspace():
+            continue  # "3.5", "x.com": punctuation inside a word
+        if not newline and _ABBREVIATIONS.search(
+            masked, max(start, match.start() - 8), match.start() + 1
+        ):
             continue
-        emit(match.start())
+        cut = match.start() if token[0] == "\n" else match.start() + len(token.rstrip())
+        emit(cut)
         start = match.end()
     emit(len(masked))
     return sentences

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from coach.engines.rules.lexicon import Lexicon, lexicon
@@ -56,15 +57,9 @@ class Analysis:
         return bool(pattern and pattern.search(text))
 
 
-def _sentence_of(sentences: list[Sentence], offset: int) -> int:
-    for sentence in sentences:
-        if sentence.start <= offset < sentence.end:
-            return sentence.index
-    # Between sentences (whitespace): attribute to the next one.
-    for sentence in sentences:
-        if offset < sentence.start:
-            return sentence.index
-    return sentences[-1].index if sentences else 0
+def _sentence_of(starts: list[int], offset: int) -> int:
+    """The sentence holding `offset`; an offset between sentences belongs to the previous one."""
+    return max(0, bisect_right(starts, offset) - 1)
 
 
 def analyse(request: ReviewRequest) -> Analysis:
@@ -87,14 +82,11 @@ def analyse(request: ReviewRequest) -> Analysis:
         sentences=sentences,
         merge_fields=merge_fields,
     )
-    for category, pattern in lex.signals.items():
-        found = [
-            Hit(category, m.start(), m.end(), _sentence_of(sentences, m.start()))
-            for m in pattern.finditer(masked)
-            if m.end() > m.start()
+    starts = [s.start for s in sentences]
+    for category, spans in lex.scan(masked).items():
+        analysis.hits[category] = [
+            Hit(category, start, end, _sentence_of(starts, start)) for start, end in spans
         ]
-        if found:
-            analysis.hits[category] = found
     _apply_disclaimers(analysis)
     return analysis
 

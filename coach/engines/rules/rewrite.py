@@ -35,6 +35,8 @@ def protected_tokens(analysis: Analysis) -> list[str]:
     tokens = [f.raw for f in analysis.merge_fields]
     tokens += [m.group() for m in URL.finditer(text)]
     tokens += [m.group() for m in _DATE.finditer(text)]
+    month_dates = analysis.lexicon.phrase("layout", "dates")
+    tokens += [m.group() for m in re.finditer(month_dates, text, re.IGNORECASE)]
     tokens += [
         text[h.start : h.end]
         for h in analysis.of("time")
@@ -81,8 +83,9 @@ def structural_rewrite(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]])
     changes: list[RewriteChange] = []
     for _ in range(3):
         text, changes = _build(analysis, failed, drop)
+        # model_construct: the rewrite may exceed the input limit; it is ours, not the user's.
         check = analyse(
-            ReviewRequest(
+            ReviewRequest.model_construct(
                 text=text,
                 kind=analysis.kind,
                 language=analysis.language,
@@ -98,10 +101,10 @@ def structural_rewrite(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]])
         }
         if not still:
             break
-        failed |= still
         more = _offending(analysis, still)
-        if more <= drop:
-            break
+        if still <= failed and more <= drop:
+            break  # nothing left to change
+        failed |= still
         drop |= more
     note = str(analysis.lexicon.phrase("rewrite", "note"))
     return Rewrite(text=text, changes=changes, structural=True, note=note)
@@ -158,12 +161,15 @@ def _build(a: Analysis, failed: set[str], extra_drop: set[int]) -> tuple[str, li
             )
     if "volunteer-to-lead" in failed:
         drop_by_rule.append(("volunteer-to-lead", "removed_dodge", a.sentences_with("dodge")))
-    drop: set[int] = set(extra_drop)
+    drop: set[int] = set()
     for rule_id, key, indexes in drop_by_rule:
         new = indexes - drop
         if new:
             change(rule_id, key, n=len(new))
         drop |= indexes
+    if extra_drop - drop:
+        change(None, "removed_more", n=len(extra_drop - drop))
+        drop |= extra_drop
 
     greeting, signoff, body_start, body_end = _layout(a)
     body: list[_Piece] = []

@@ -24,11 +24,13 @@ __all__ = [
     "ReviewRequest",
     "Rewrite",
     "RewriteChange",
+    "RewriteCheck",
     "RuleResult",
     "Severity",
     "Span",
     "Suggestions",
     "ThreadMessage",
+    "Usage",
     "Verdict",
 ]
 
@@ -136,6 +138,11 @@ class RuleResult(_Model):
     confidence: float = Field(ge=0.0, le=1.0)
     reason: str
     severity: Severity
+    source: Literal["rules", "llm"] = Field(
+        default="rules",
+        description="Which engine decided this verdict. In an LLM review, a verdict the model "
+        "did not give is filled from the rule engine and marked 'rules'.",
+    )
 
 
 class Finding(_Model):
@@ -156,6 +163,18 @@ class RewriteChange(_Model):
     description: str
 
 
+class RewriteCheck(_Model):
+    """The rule engine's check of a rewrite a model wrote."""
+
+    passes: bool
+    failing_rules: list[str] = Field(default_factory=list)
+    missing: list[str] = Field(
+        default_factory=list,
+        description="Merge fields, links, e-mail addresses, dates and names of the draft that "
+        "the rewrite lost.",
+    )
+
+
 class Rewrite(_Model):
     text: str
     changes: list[RewriteChange]
@@ -164,6 +183,23 @@ class Rewrite(_Model):
         "False when a model wrote the prose."
     )
     note: str
+    check: RewriteCheck | None = None
+
+
+class Usage(_Model):
+    """What one LLM review cost."""
+
+    model: str
+    prompt_version: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    tokens_cached: int = 0
+    calls: int = 0
+    latency_ms: float = 0.0
+    cost_usd: float | None = Field(
+        default=None, description="Estimated from the price table; null for unknown models."
+    )
+    cache_hit: bool = False
 
 
 class Review(_Model):
@@ -179,6 +215,7 @@ class Review(_Model):
     rulebook_version: str
     language: Language
     kind: Kind
+    usage: Usage | None = None
 
     def verdict(self, rule_id: str) -> Verdict | None:
         for result in self.rules:

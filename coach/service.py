@@ -1,6 +1,7 @@
 """The one entry point every front end (CLI, eval harness, later the API and batch) calls.
 
-It picks the engine, runs it and measures it. Engines never see the front ends.
+It picks the engine ("auto": the LLM when one is configured, else the rule engine), runs it and
+measures it. Front ends never talk to an engine directly.
 """
 
 from __future__ import annotations
@@ -14,25 +15,42 @@ from coach.errors import InputError
 from coach.logs import fingerprint, get_logger
 from coach.models import Review, ReviewRequest
 from coach.rulebook import Rulebook, default_rulebook
+from coach.settings import Settings
 
-__all__ = ["ReviewService"]
+__all__ = ["ENGINE_CHOICES", "ReviewService"]
 
 log = get_logger("coach.service")
 
+ENGINE_CHOICES = ("rules", "llm", "auto")
+
 
 class ReviewService:
-    def __init__(self, rulebook: Rulebook | None = None) -> None:
+    def __init__(self, rulebook: Rulebook | None = None, settings: Settings | None = None) -> None:
         self.rulebook = rulebook or default_rulebook()
-        self._engines: dict[str, Reviewer] = {}
+        self.settings = settings or Settings()
         self.rules = RuleEngine(self.rulebook)
+        self._engines: dict[str, Reviewer] = {"rules": self.rules}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def resolve(self, name: str) -> str:
+        """The engine that `name` means here ("auto" depends on the settings)."""
+        if name == "auto":
+            return "llm" if self.settings.llm_configured else "rules"
+        if name == "llm" and not self.settings.llm_configured:
+            raise InputError(
+                "the LLM engine is not configured: set COACH_LLM_MODEL and COACH_LLM_BASE_URL "
+                "(or COACH_LLM_API_KEY / OPENAI_API_KEY)"
+            )
+        return name
 
     def engine(self, name: str) -> Reviewer:
+        name = self.resolve(name)
         if name not in self._engines:
             if name not in ENGINES:
                 raise InputError(
-                    f"unknown engine {name!r} (available: {', '.join(sorted(ENGINES))})"
+                    f"unknown engine {name!r} (available: {', '.join(ENGINE_CHOICES)})"
                 )
-            self._engines[name] = ENGINES[name](self.rulebook)
+            self._engines[name] = ENGINES[name](self.rulebook, self.settings)
         return self._engines[name]
 
     async def review(
@@ -46,13 +64,27 @@ class ReviewService:
     def review_sync(
         self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
     ) -> Review:
-        """Blocking review. The rule engine runs inline (no event loop: it is pure CPU work)."""
-        if engine == "rules":
+        """Blocking review. The rule engine runs inline (pure CPU work, no event loop); other
+        engines run on one event loop kept for this service, so their HTTP clients and caches
+        live across calls."""
+        if self.resolve(engine) == "rules":
             started = time.perf_counter()
             result = self.rules.review_sync(request, rewrite=rewrite)
             self._log(request, result, started)
             return result
-        return asyncio.run(self.review(request, engine=engine, rewrite=rewrite))
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self.review(request, engine=engine, rewrite=rewrite))
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        for reviewer in self._engines.values():
+            closer = getattr(reviewer, "aclose", None)
+            if closer is not None:
+                self._loop.run_until_complete(closer())
+        self._loop.close()
+        self._loop = None
 
     @staticmethod
     def _log(request: ReviewRequest, review: Review, started: float) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -23,6 +24,7 @@ from coach.models import (
     ReviewRequest,
     Severity,
 )
+from coach.settings import Settings
 
 __all__ = ["cli", "main"]
 
@@ -120,6 +122,13 @@ def cli() -> None:
     help="Exit 1 when a finding reaches this severity.",
 )
 @click.option("--no-rewrite", is_flag=True, help="Skip the rewrite.")
+@click.option(
+    "--engine",
+    type=click.Choice(["rules", "llm", "auto"]),
+    default="rules",
+    show_default=True,
+    help="rules: offline. llm: the configured model. auto: the model when one is configured.",
+)
 def review(
     source: str,
     kind: str,
@@ -130,6 +139,7 @@ def review(
     fmt: str,
     fail_on: str | None,
     no_rewrite: bool,
+    engine: str,
 ) -> None:
     """Review one draft from FILE, or from stdin when FILE is '-' or absent."""
     from coach.rulebook import load_rulebook
@@ -145,7 +155,11 @@ def review(
         language=Language(language) if language else None,
         context=_load_context(context_file, relationship),
     )
-    result = ReviewService(book).review_sync(request, rewrite=not no_rewrite)
+    service = ReviewService(book, Settings.from_env(os.environ))
+    try:
+        result = service.review_sync(request, engine=engine, rewrite=not no_rewrite)
+    finally:
+        service.close()
     if fmt == "json":
         click.echo(result.model_dump_json(indent=2))
     else:

@@ -7,8 +7,9 @@ from typing import Protocol
 
 from coach.models import Review, ReviewRequest
 from coach.rulebook import Rulebook
+from coach.settings import Settings
 
-__all__ = ["ENGINES", "Reviewer", "register"]
+__all__ = ["ENGINES", "EngineFactory", "Reviewer", "register"]
 
 
 class Reviewer(Protocol):
@@ -17,13 +18,12 @@ class Reviewer(Protocol):
     async def review(self, request: ReviewRequest, *, rewrite: bool = True) -> Review: ...
 
 
-ENGINES: dict[str, Callable[[Rulebook], Reviewer]] = {}
+EngineFactory = Callable[[Rulebook, Settings], Reviewer]
+ENGINES: dict[str, EngineFactory] = {}
 
 
-def register(
-    name: str,
-) -> Callable[[Callable[[Rulebook], Reviewer]], Callable[[Rulebook], Reviewer]]:
-    def decorate(factory: Callable[[Rulebook], Reviewer]) -> Callable[[Rulebook], Reviewer]:
+def register(name: str) -> Callable[[EngineFactory], EngineFactory]:
+    def decorate(factory: EngineFactory) -> EngineFactory:
         ENGINES[name] = factory
         return factory
 

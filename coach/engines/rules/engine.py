@@ -16,6 +16,7 @@ from coach.models import (
     Verdict,
 )
 from coach.rulebook import Rule, Rulebook
+from coach.settings import Settings
 from coach.text import Utf16Index, make_span
 
 __all__ = ["MAX_FINDINGS_PER_RULE", "SEVERITY_WEIGHT", "RuleEngine", "score"]
@@ -53,16 +54,12 @@ class RuleEngine:
             outcomes.append((rule, outcome))
         return outcomes
 
-    def review_sync(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
-        analysis = analyse(request)
-        outcomes = self.evaluate(analysis)
-        lex = analysis.lexicon
-        lang = analysis.language
-        results: list[RuleResult] = []
-        findings: list[Finding] = []
-        utf16 = Utf16Index(request.text)
+    @staticmethod
+    def results(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]]) -> list[RuleResult]:
+        """One RuleResult per outcome, with the reason in the draft's language."""
+        reasons = analysis.lexicon.phrase("reasons")
+        results = []
         for rule, outcome in outcomes:
-            reasons = lex.phrase("reasons")
             bucket = reasons.get(rule.id, reasons["custom"])
             results.append(
                 RuleResult(
@@ -73,6 +70,17 @@ class RuleEngine:
                     severity=rule.severity,
                 )
             )
+        return results
+
+    def review_sync(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
+        analysis = analyse(request)
+        outcomes = self.evaluate(analysis)
+        lex = analysis.lexicon
+        lang = analysis.language
+        results = self.results(analysis, outcomes)
+        findings: list[Finding] = []
+        utf16 = Utf16Index(request.text)
+        for rule, outcome in outcomes:
             if outcome.verdict is not Verdict.failed:
                 continue
             message = lex.phrase("findings").get(rule.id, lex.phrase("findings", "custom"))
@@ -97,7 +105,7 @@ class RuleEngine:
         return Review(
             rules=results,
             findings=findings,
-            summary=self._summary(analysis, outcomes),
+            summary=self.summary(analysis, outcomes),
             score=score(results),
             suggestions=self._suggestions(analysis, outcomes),
             rewrite=structural_rewrite(analysis, outcomes) if rewrite else None,
@@ -108,7 +116,7 @@ class RuleEngine:
         )
 
     @staticmethod
-    def _summary(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]]) -> str:
+    def summary(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]]) -> str:
         lex, lang = analysis.lexicon, analysis.language
         failed = [r for r, o in outcomes if o.verdict is Verdict.failed]
         passed = [r for r, o in outcomes if o.verdict is Verdict.passed]
@@ -147,5 +155,5 @@ class RuleEngine:
 
 
 @register("rules")
-def _factory(rulebook: Rulebook) -> RuleEngine:
+def _factory(rulebook: Rulebook, settings: Settings) -> RuleEngine:
     return RuleEngine(rulebook)

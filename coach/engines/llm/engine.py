@@ -1,0 +1,255 @@
+"""The LLM engine: one model call per review, validated, cached, and never a crash.
+
+Any failure — deadline, rate limits, provider errors, refusal, truncation, content filter,
+output that stays invalid after one repair call — falls back to the rule engine's review with
+`degraded: true` and a `degraded_reason` naming what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from typing import Any
+
+import openai
+from pydantic import ValidationError
+
+from coach.engines.base import register
+from coach.engines.llm.assemble import assemble_review
+from coach.engines.llm.cache import ReviewCache, cache_key, make_cache
+from coach.engines.llm.call import CallStats, ModelCaller
+from coach.engines.llm.client import make_client
+from coach.engines.llm.pricing import estimate_cost, load_prices
+from coach.engines.llm.prompts import PromptSet, load_prompt, render_review_prompt
+from coach.engines.llm.schema import LLMReview, strict_schema
+from coach.engines.rules.engine import RuleEngine
+from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout
+from coach.logs import fingerprint, get_logger
+from coach.models import Review, ReviewRequest, Usage
+from coach.rulebook import Rulebook
+from coach.settings import Settings
+from coach.text.language import detect_language
+
+__all__ = ["LLMEngine"]
+
+log = get_logger("coach.llm")
+
+_REPAIR = (
+    "Your previous answer was not valid JSON for the required schema ({problem}). "
+    "Answer again with only the corrected JSON object."
+)
+
+
+class LLMEngine:
+    name = "llm"
+
+    def __init__(
+        self,
+        rulebook: Rulebook,
+        settings: Settings,
+        *,
+        client: openai.AsyncOpenAI | None = None,
+        cache: ReviewCache | None = None,
+        caller: ModelCaller | None = None,
+    ) -> None:
+        self.rulebook = rulebook
+        self.settings = settings
+        self.rules = RuleEngine(rulebook)
+        self.prompt: PromptSet = load_prompt(
+            settings.prompts_dir, "review", settings.llm_prompt_version
+        )
+        self.model = settings.llm_model or ""
+        self.cache = cache if cache is not None else make_cache(settings)
+        self.prices = load_prices(settings.llm_prices_file)
+        self._client = client
+        self._caller = caller
+        self._schema = strict_schema(self.prompt.output_model)
+
+    @property
+    def caller(self) -> ModelCaller:
+        if self._caller is None:
+            self._client = self._client or make_client(self.settings)
+            self._caller = ModelCaller(self._client, max_attempts=self.settings.llm_max_attempts)
+        return self._caller
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- the public entry point --------------------------------------------------------------
+
+    async def review(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
+        language = request.language or detect_language(request.text)
+        key = self._cache_key(request, language.value, rewrite)
+        if (hit := self.cache.get(key)) is not None:
+            usage = (
+                hit.usage.model_copy(update={"cache_hit": True, "latency_ms": 0.0})
+                if hit.usage
+                else None
+            )
+            return hit.model_copy(update={"usage": usage})
+        started = time.perf_counter()
+        stats = CallStats()
+        try:
+            review = await self._review(request, language, rewrite, stats, started)
+        except LLMError as exc:
+            return self._degraded(request, rewrite, exc.code, str(exc), stats, started)
+        except Exception as exc:
+            log.error(
+                "llm_unexpected", error=exc.__class__.__name__, draft=fingerprint(request.text)
+            )
+            return self._degraded(
+                request, rewrite, "internal_error", exc.__class__.__name__, stats, started
+            )
+        self.cache.put(key, review)
+        return review
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _cache_key(self, request: ReviewRequest, language: str, rewrite: bool) -> str:
+        return cache_key(
+            {
+                "draft": request.text,
+                "kind": request.kind.value,
+                "language": language,
+                "context": request.context.model_dump(mode="json", by_alias=True)
+                if request.context
+                else None,
+                "rewrite": rewrite,
+                "rulebook": [self.rulebook.version, self.rulebook.model_dump(mode="json")],
+                "prompt": [self.prompt.version, self.prompt.digest],
+                "model": self.model,
+                "params": [
+                    self.settings.llm_temperature,
+                    self.settings.llm_max_tokens,
+                    self.settings.llm_response_format,
+                ],
+            }
+        )
+
+    def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        if self.settings.llm_response_format == "json_schema":
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": self.prompt.schema_name,
+                    "schema": self._schema,
+                    "strict": True,
+                },
+            }
+        else:
+            response_format = {"type": "json_object"}
+        return {
+            "model": self.model,
+            "messages": messages,
+            "response_format": response_format,
+            "temperature": self.settings.llm_temperature,
+            "max_tokens": self.settings.llm_max_tokens,
+        }
+
+    def _schema_hint(self) -> str:
+        if self.settings.llm_response_format == "json_schema":
+            return "The response format enforces the schema."
+        # JSON mode has no schema enforcement: the schema goes into the prompt instead.
+        return "It must follow this JSON schema:\n" + json.dumps(self._schema, ensure_ascii=False)
+
+    async def _review(
+        self, request: ReviewRequest, language: Any, rewrite: bool, stats: CallStats, started: float
+    ) -> Review:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.llm_deadline_s
+        prompt = render_review_prompt(
+            self.prompt,
+            self.rulebook,
+            request,
+            language,
+            rewrite=rewrite,
+            schema_hint=self._schema_hint(),
+        )
+        messages = prompt.messages
+        completion = await self.caller.complete(
+            self._request(messages), deadline=deadline, stats=stats
+        )
+        try:
+            parsed = LLMReview.model_validate_json(completion.content)
+        except ValidationError as first:
+            # One repair turn, on a copy of the conversation.
+            repair = [
+                *copy.deepcopy(messages),
+                {"role": "assistant", "content": completion.content},
+                {"role": "user", "content": _REPAIR.format(problem=_problem(first))},
+            ]
+            if loop.time() >= deadline:
+                raise LLMTimeout("the review deadline passed before the repair call") from None
+            completion = await self.caller.complete(
+                self._request(repair), deadline=deadline, stats=stats
+            )
+            try:
+                parsed = LLMReview.model_validate_json(completion.content)
+            except ValidationError as second:
+                raise LLMInvalidOutput(
+                    f"invalid output after one repair ({_problem(second)})"
+                ) from None
+        usage = self._usage(stats, started)
+        review = assemble_review(
+            parsed, request, language, self.rules, rewrite=rewrite, usage=usage
+        )
+        log.info(
+            "llm_review",
+            draft=fingerprint(request.text),
+            chars=len(request.text),
+            model=self.model,
+            prompt=self.prompt.version,
+            calls=stats.calls,
+            tokens_in=stats.tokens_in,
+            tokens_out=stats.tokens_out,
+            tokens_cached=stats.tokens_cached,
+            ms=usage.latency_ms,
+        )
+        return review
+
+    def _usage(self, stats: CallStats, started: float) -> Usage:
+        return Usage(
+            model=self.model,
+            prompt_version=self.prompt.version,
+            tokens_in=stats.tokens_in,
+            tokens_out=stats.tokens_out,
+            tokens_cached=stats.tokens_cached,
+            calls=stats.calls,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            cost_usd=estimate_cost(
+                self.prices, self.model, stats.tokens_in, stats.tokens_cached, stats.tokens_out
+            ),
+        )
+
+    def _degraded(
+        self,
+        request: ReviewRequest,
+        rewrite: bool,
+        code: str,
+        detail: str,
+        stats: CallStats,
+        started: float,
+    ) -> Review:
+        log.warning("llm_fallback", code=code, draft=fingerprint(request.text), calls=stats.calls)
+        review = self.rules.review_sync(request, rewrite=rewrite)
+        return review.model_copy(
+            update={
+                "degraded": True,
+                "degraded_reason": f"{code}: {detail}; reviewed by the rule engine instead",
+                "usage": self._usage(stats, started) if stats.calls else None,
+            }
+        )
+
+
+def _problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+@register("llm")
+def _factory(rulebook: Rulebook, settings: Settings) -> LLMEngine:
+    return LLMEngine(rulebook, settings)

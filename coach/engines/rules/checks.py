@@ -51,11 +51,6 @@ def _they_asked(a: Analysis) -> bool:
     return any(m.from_ == "them" and a.search("them_request", m.text) for m in ctx.thread)
 
 
-def _in_conversation(a: Analysis) -> bool:
-    ctx = a.request.context
-    return bool(ctx and any(m.from_ == "them" for m in ctx.thread))
-
-
 def genuine_questions(a: Analysis) -> list[int]:
     """Sentences that ask the recipient about themselves or their work: a question that is not
     an ask, a pitch dressed as a question, small talk, or about the sender."""
@@ -70,14 +65,29 @@ def genuine_questions(a: Analysis) -> list[int]:
 
 
 _WORDS = re.compile(r"\w+")
+#: Words from which a genuine question is specific enough to count as a detail about them.
+_DETAILED = 8
 
 
 _PROPER = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\w'’])[A-Z][a-z]+(?:[A-Z][a-z]+)*")
 
 
+_WE = re.compile(r"\b(?:we|our|us|we're|we've|we'll|ours)\b", re.IGNORECASE)
+_ME = re.compile(r"\b(?:i|my|me|i'm|i've|i'll|i'd)\b", re.IGNORECASE)
+
+
+def _mid_sentence(text: str, start: int) -> bool:
+    """Whether a word at `start` follows a real word of the sentence: the first word is
+    capitalised anyway, and so is a word after a masked merge field ("xxxx Disregard…")."""
+    before = text[:start].split()
+    last = before[-1].strip(",.;:!?()[]'\"") if before else ""
+    return any(c.isalpha() for c in last) and set(last) != {"x"}
+
+
 def _proper_nouns(a: Analysis) -> list[int]:
-    """English only: sentences that address the recipient and name something (a capitalised word
-    not at the sentence start): a named event, place, project or person of theirs."""
+    """English only: sentences that name something (a capitalised word not at the sentence
+    start) and are not about the sender's own organisation ("we", "our"): a named event,
+    place, project or person of theirs."""
     if a.language.value != "en":
         return []
     stop = set(a.lexicon.phrase("proper_noun_stoplist"))
@@ -85,11 +95,15 @@ def _proper_nouns(a: Analysis) -> list[int]:
     if ctx and ctx.recipient and ctx.recipient.name:
         stop.update(part.lower().strip(".,") for part in ctx.recipient.name.split())
     excluded = a.sentences_with("pitch", "pitch_question", "self_focus", "generic", "business_ask")
+    excluded.update(i for i in range(len(a.sentences)) if _WE.search(a.sentences[i].text))
+    greeting = re.compile(a.lexicon.phrase("layout", "greeting"), re.IGNORECASE)
     found = []
     for s in a.sentences:
-        if s.index in excluded or not a.in_sentence("second_person", s.index):
+        if s.index in excluded or (s.index == 0 and greeting.match(s.text)):
             continue
-        words = [m.group() for m in _PROPER.finditer(s.text) if m.start() > 0]
+        if _ME.search(s.text) and not a.in_sentence("second_person", s.index):
+            continue  # about the sender ("I run partnerships at Payloop")
+        words = [m.group() for m in _PROPER.finditer(s.text) if _mid_sentence(s.text, m.start())]
         if any(w.lower() not in stop for w in words):
             found.append(s.index)
     return found
@@ -103,6 +117,11 @@ def specific_details(a: Analysis) -> list[int]:
     )
     indexes.update(_proper_nouns(a))
     indexes.update(_personal_field_sentences(a))
+    # A question about a particular thing of theirs ("did the printer sort out your brochure
+    # order for the trade show?") is itself a specific detail.
+    indexes.update(
+        i for i in genuine_questions(a) if len(_WORDS.findall(a.sentences[i].text)) >= _DETAILED
+    )
     return sorted(indexes)
 
 
@@ -200,14 +219,12 @@ def check_quality_over_quantity(a: Analysis) -> Outcome:
             return Outcome(PASS, 0.7, "notes_depth")
         return Outcome(FAIL, 0.55, "notes_shallow", _whole(a))
     details = set(specific_details(a))
-    if _in_conversation(a):
-        details.add(-1)
     fake = (
         a.kind is Kind.template
         and any(f.kind == "identity" for f in a.merge_fields)
         and not any(f.kind == "personal" for f in a.merge_fields)
     )
-    if details - generic and not (fake and not (details - generic - {-1})):
+    if details - generic:
         return Outcome(PASS, _conf(0.6, len(details)), "specific")
     if fake:
         spans = [(f.start, f.end) for f in a.merge_fields if f.kind == "identity"]

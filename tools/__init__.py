@@ -1,0 +1,1 @@
+"""Developer tools outside the coach package: fakes for tests, evals and benchmarks."""

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from tools.fake_openai.server import main
+from tools.fake_openai import parse_args
 
-raise SystemExit(main())
+
+def _run() -> int:
+    config = parse_args()  # a bad command line fails here, before coach is imported
+    from tools.fake_openai.server import serve
+
+    return serve(config)
+
+
+raise SystemExit(_run())

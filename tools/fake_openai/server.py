@@ -25,9 +25,7 @@ Request bodies and drafts are never logged: the access log has method, path, sta
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import ipaddress
 import json
 import math
 import random
@@ -44,6 +42,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import ValidationError
 
@@ -51,32 +50,28 @@ from coach.engines.llm.schema import LLMFinding, LLMReview
 from coach.logs import configure_logging
 from coach.models import MAX_TEXT_CHARS, Context, Kind, Language, Review, ReviewRequest
 from coach.service import ReviewService
+from tools.fake_openai import (
+    ALL_MODES,
+    LISTENING_PREFIX,
+    MODEL_ID,
+    Config,
+    loopback_address,
+    parse_args,
+)
 
 __all__ = [
-    "ALL_MODES",
-    "CLI_MODES",
-    "LISTENING_PREFIX",
-    "MODEL_ID",
     "BadRequest",
-    "Config",
     "DraftRequest",
     "FakeOpenAI",
     "FakeResponse",
     "bad_quotes",
-    "loopback_address",
     "main",
     "make_server",
-    "parse_args",
     "parse_user_message",
+    "serve",
     "to_llm_review",
 ]
 
-#: The one line printed to stdout on start, followed by the base URL (`http://HOST:PORT/v1`).
-LISTENING_PREFIX = "fake-openai listening on "
-MODEL_ID = "fake-coach"
-CLI_MODES = ("normal", "invalid-json", "refusal", "length", "content-filter", "bad-quotes")
-#: Modes a request may ask for with `X-Fake-Mode` (and `--mode`).
-ALL_MODES = (*CLI_MODES, "insufficient-quota")
 REFUSAL = "I can't help with that."
 #: OpenAI caches prompt prefixes of at least this many tokens, in steps of `CACHE_STEP`.
 CACHE_MIN_TOKENS = 1024
@@ -94,21 +89,6 @@ _AZURE = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 
 class BadRequest(Exception):
     """The request is unusable; the message is safe to return (it never quotes the draft)."""
-
-
-@dataclass(frozen=True)
-class Config:
-    host: str = "127.0.0.1"
-    port: int = 0
-    seed: int = 0
-    latency: float = 0.0
-    jitter: float = 0.0
-    error_rate: float = 0.0
-    rate_limit_rate: float = 0.0
-    retry_after: float = 1.0
-    rpm: int | None = None
-    mode: str = "normal"
-    quiet: bool = False
 
 
 @dataclass
@@ -309,6 +289,11 @@ class FakeOpenAI:
         self._fail_counts: dict[str, int] = {}
         self._seen_system: set[str] = set()
 
+    def warm_up(self) -> None:
+        """Load the lexicons (one review per language) so the first request is not slower."""
+        for text in ("Hi Dana, how is the launch going?", "היי דנה, מה שלומך?"):
+            self.service.review_sync(ReviewRequest(text=text), rewrite=True)
+
     # -- routing -------------------------------------------------------------------------------
 
     def handle(
@@ -318,7 +303,7 @@ class FakeOpenAI:
         if method == "POST" and path == "/v1/chat/completions":
             return self.chat(headers, body, deployment=None)
         if method == "POST" and (match := _AZURE.match(path)):
-            return self.chat(headers, body, deployment=match.group(1))
+            return self.chat(headers, body, deployment=unquote(match.group(1)))
         if method == "GET" and path == "/health":
             response = FakeResponse(200, {"ok": True})
         elif method == "GET" and path == "/v1/models":
@@ -677,19 +662,6 @@ class _Server(ThreadingHTTPServer):
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
 
 
-def loopback_address(host: str) -> tuple[str, int] | None:
-    """The address to bind and its family, or None if `host` is not a loopback address."""
-    if host.lower() == "localhost":
-        return "127.0.0.1", socket.AF_INET
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if not address.is_loopback:
-        return None
-    return str(address), socket.AF_INET6 if address.version == 6 else socket.AF_INET
-
-
 def make_server(app: FakeOpenAI) -> _Server:
     """Bind (not yet serve) on the configured loopback host and port."""
     resolved = loopback_address(app.config.host)
@@ -699,86 +671,23 @@ def make_server(app: FakeOpenAI) -> _Server:
     return _Server((host, app.config.port), app, family)
 
 
-# -- command line ----------------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, no usage block
-        self.exit(2, f"fake-openai: error: {message}\n")
-
-
-def _non_negative(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {raw!r}")
-    return value
-
-
-def _probability(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {raw!r}")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {raw!r}")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {raw!r}")
-    return value
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Config:
-    parser = _Parser(
-        prog="python -m tools.fake_openai",
-        description="A fake OpenAI-compatible server (loopback only) that answers with coach's "
-        "rule engine, with seeded faults, latency and rate limits.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="127.0.0.0/8, ::1 or localhost")
-    parser.add_argument("--port", type=_port, default=0, help="0 picks a free port")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS")
-    parser.add_argument("--jitter", type=_non_negative, default=0.0, metavar="SECONDS")
-    parser.add_argument("--error-rate", type=_probability, default=0.0, metavar="P")
-    parser.add_argument("--rate-limit-rate", type=_probability, default=0.0, metavar="P")
-    parser.add_argument("--retry-after", type=_non_negative, default=1.0, metavar="SECONDS")
-    parser.add_argument("--rpm", type=_positive_int, default=None, metavar="N")
-    parser.add_argument("--mode", choices=ALL_MODES, default="normal")
-    parser.add_argument("--quiet", action="store_true", help="no access log on stderr")
-    args = parser.parse_args(argv)
-    if args.error_rate + args.rate_limit_rate > 1:
-        parser.error("--error-rate plus --rate-limit-rate must be at most 1")
-    if loopback_address(args.host) is None:
-        parser.error(
-            f"refusing to listen on {args.host!r}: not a loopback address "
-            "(use 127.0.0.1, ::1 or localhost)"
-        )
-    return Config(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        latency=args.latency,
-        jitter=args.jitter,
-        error_rate=args.error_rate,
-        rate_limit_rate=args.rate_limit_rate,
-        retry_after=args.retry_after,
-        rpm=args.rpm,
-        mode=args.mode,
-        quiet=args.quiet,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_args(argv)
+    """Parse the command line and serve until SIGTERM or SIGINT; the exit code."""
+    return serve(parse_args(argv))
+
+
+def serve(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT; print the listening line once ready. The exit code."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     configure_logging("WARNING")  # coach's own logs: warnings only, on stderr
     app = FakeOpenAI(config)
+    app.warm_up()
     try:
         server = make_server(app)
     except OSError as exc:
@@ -787,15 +696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    if stop.is_set():  # asked to stop while starting
+        server.server_close()
+        return 0
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
     thread.start()
     print(f"{LISTENING_PREFIX}{server.base_url}", flush=True)

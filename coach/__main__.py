@@ -1,0 +1,5 @@
+"""`python -m coach` runs the `coach` command."""
+
+from coach.cli.main import main
+
+main()

@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import respx
+import structlog
 
 from coach.engines.llm.call import ModelCaller
 from coach.engines.llm.client import make_client
 from coach.engines.llm.engine import LLMEngine
+from coach.logs import configure_logging
 from coach.models import Review, ReviewRequest
 from coach.rulebook import Rulebook, default_rulebook, parse_rulebook
 from coach.settings import DEFAULT_PROMPTS_DIR, Settings
@@ -38,6 +40,22 @@ DEFAULT_RULE_IDS = [
 ]
 #: A draft the fake answers below describe: it asks and gives nothing.
 ASK_DRAFT = "Hi Sam, could you introduce me to your head of procurement next week?"
+
+
+@contextmanager
+def fresh_logging(level: str = "WARNING") -> Iterator[None]:
+    """structlog bound to the current sys.stderr, restored afterwards.
+
+    `configure_logging` binds the stream of the moment; the in-process CLI tests bind a capsys
+    stream that is closed after them, and a later warning would then fail on a closed file.
+    Inside a test that uses capsys, this binds capsys's stream, so the logs are captured.
+    """
+    saved = structlog.get_config()
+    configure_logging(level)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -4,18 +4,34 @@ configuration errors, and the key stays secret."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 import respx
-from llm_fakes import API_KEY, CHAT_URL, MODEL, completion, error, make_settings, mock_llm
+from llm_fakes import (
+    API_KEY,
+    CHAT_URL,
+    MODEL,
+    completion,
+    error,
+    fresh_logging,
+    make_settings,
+    mock_llm,
+)
 
 from coach.engines.llm.client import make_client
 from coach.errors import ConfigError
 from coach.settings import Settings
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(autouse=True)
+def _live_logging() -> Iterator[None]:
+    with fresh_logging():
+        yield
 
 
 async def _create(client: openai.AsyncOpenAI) -> Any:
@@ -140,8 +156,6 @@ def test_httpx_is_the_transport_respx_sees() -> None:
     # A request that no route matches must fail inside respx, never reach the network.
     client = make_client(make_settings())
     with mock_llm() as router:
-        router.post("http://elsewhere.test/v1/chat/completions").mock(
-            return_value=completion("x")
-        )
+        router.post("http://elsewhere.test/v1/chat/completions").mock(return_value=completion("x"))
         with pytest.raises(respx.models.AllMockedAssertionError):
             asyncio.run(_create(client))

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import yaml
 from conftest import make_request
 from llm_fakes import (
@@ -14,9 +15,11 @@ from llm_fakes import (
     CHAT_URL,
     MODEL,
     completion,
+    fresh_logging,
     make_engine,
     make_settings,
     mock_llm,
+    review_body,
     run_review,
     sent,
 )
@@ -40,6 +43,12 @@ UNSUPPORTED = {
     "maxItems",
     "examples",
 }
+
+
+@pytest.fixture(autouse=True)
+def _live_logging() -> Iterator[None]:
+    with fresh_logging():
+        yield
 
 
 def walk(node: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -188,7 +197,5 @@ def test_json_object_mode_sends_json_object_and_puts_the_schema_in_the_prompt() 
 
 def test_the_fake_answer_fits_the_schema_fields() -> None:
     # Guards the fixtures: the default fake answer has exactly the schema's top-level fields.
-    from llm_fakes import review_body
-
     assert set(review_body()) == set(strict_schema(LLMReview)["required"])
     LLMReview.model_validate(review_body())

@@ -6,11 +6,12 @@ never appear in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from coach.errors import ConfigError
 
@@ -38,6 +39,16 @@ _ENV: dict[str, str] = {
     "cache_size": "COACH_CACHE_SIZE",
     "cache_dir": "COACH_CACHE_DIR",
     "cache_key": "COACH_CACHE_KEY",
+    "database_url": "COACH_DATABASE_URL",
+    "data_dir": "COACH_DATA_DIR",
+    "auth": "COACH_AUTH",
+    "cors_origins": "COACH_CORS_ORIGINS",
+    "rate_limit_per_minute": "COACH_RATE_LIMIT",
+    "llm_concurrency_per_tenant": "COACH_LLM_CONCURRENCY",
+    "host": "COACH_HOST",
+    "port": "COACH_PORT",
+    "workers": "COACH_WORKERS",
+    "log_level": "COACH_LOG_LEVEL",
 }
 
 
@@ -63,6 +74,42 @@ class Settings(BaseModel):
     cache_size: int = Field(default=1024, ge=0)
     cache_dir: Path | None = None
     cache_key: SecretStr | None = None
+    # -- the HTTP service ------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite in data_dir."
+    )
+    data_dir: Path = Path(".coach")
+    auth: bool = True
+    cors_origins: list[str] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(default=120, ge=1)
+    llm_concurrency_per_tenant: int = Field(default=4, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _on_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in {"off", "no", "0", "false"}:
+            return False
+        if isinstance(value, str) and value.strip().lower() in {"on", "yes", "1", "true"}:
+            return True
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database in force: COACH_DATABASE_URL, or SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'coach.db').resolve()}"
 
     @property
     def llm_configured(self) -> bool:
@@ -71,9 +118,14 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        values: dict[str, object] = {
-            field: environ[name] for field, name in _ENV.items() if environ.get(name, "").strip()
-        }
+        """Settings from an optional config file (COACH_CONFIG, TOML with the same names in
+        lowercase without the COACH_ prefix) overlaid by environment variables."""
+        values: dict[str, object] = {}
+        if config := environ.get("COACH_CONFIG", "").strip():
+            values.update(_read_config(Path(config)))
+        values.update(
+            {field: environ[name] for field, name in _ENV.items() if environ.get(name, "").strip()}
+        )
         key = environ.get("COACH_LLM_API_KEY") or environ.get("OPENAI_API_KEY")
         if key:
             values["llm_api_key"] = key
@@ -84,3 +136,18 @@ class Settings(BaseModel):
             field = str(err["loc"][0]) if err["loc"] else ""
             name = _ENV.get(field, field)
             raise ConfigError(f"setting {name}: {err['msg']}") from None
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML ({exc})") from None
+    names = {name.removeprefix("COACH_").lower(): field for field, name in _ENV.items()}
+    names["llm_api_key"] = "llm_api_key"
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return {names[key]: value for key, value in data.items()}

@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 
+from coach.cli.serve import serve
 from coach.errors import CoachError, InputError
 from coach.logs import configure_logging
 from coach.models import (
@@ -234,6 +235,9 @@ def rules_cmd(rulebook: str | None, language: str) -> None:
         state = "" if rule.enabled else " (disabled)"
         title, principle = rule.title.get(lang), rule.principle.get(lang)
         click.echo(f"- {rule.id} [{rule.severity.value}]{state}: {title} — {principle}")
+
+
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
@@ -32,8 +33,19 @@ def configure_logging(level: str = "WARNING", *, json: bool = True) -> None:
     )
 
 
+class _QuietPrintLogger(structlog.PrintLogger):
+    """A log line that cannot be written (closed stream, full disk, broken pipe) is dropped:
+    logging must never break a review or its fallback."""
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            super().msg(message)
+
+    log = debug = info = warn = warning = err = error = critical = exception = failure = fatal = msg
+
+
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)
+    return _QuietPrintLogger(sys.stderr)
 
 
 def get_logger(name: str) -> Any:

@@ -114,6 +114,9 @@ class Settings(BaseModel):
     @property
     def llm_configured(self) -> bool:
         """An LLM can be called: a model and somewhere to send it (a URL or an OpenAI key)."""
+        if self.llm_provider == "azure":
+            # Azure has no default endpoint: the resource URL is required.
+            return bool(self.llm_model and self.llm_base_url and self.llm_api_key)
         return bool(self.llm_model and (self.llm_base_url or self.llm_api_key))
 
     @classmethod

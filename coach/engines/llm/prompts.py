@@ -59,7 +59,10 @@ class PromptSet:
                 raise PromptError(
                     f"prompt {self.id}/{self.version}/{name}: missing variable(s) {sorted(missing)}"
                 )
-            text = string.Template(template).substitute({k: values[k] for k in expected})
+            try:
+                text = string.Template(template).substitute({k: values[k] for k in expected})
+            except ValueError as exc:  # a stray "$" that is not a placeholder
+                raise PromptError(f"prompt {self.id}/{self.version}/{name}: {exc}") from None
             rendered.append({"role": role, "content": text})
         return rendered
 
@@ -91,6 +94,11 @@ def load_prompt(prompts_dir: Path, prompt_id: str, version: str) -> PromptSet:
         digest = hashlib.sha256(raw_manifest.encode())
         for item in manifest["messages"]:
             text = (folder / item["file"]).read_text("utf-8")
+            if not string.Template(text).is_valid():
+                raise PromptError(
+                    f"prompt {prompt_id}/{version}/{item['file']}: a '$' that is not a "
+                    "placeholder (write $$ for a literal dollar sign)"
+                )
             digest.update(text.encode())
             messages.append((str(item["role"]), str(item["file"]), text))
         variables = {str(k): frozenset(map(str, v)) for k, v in manifest["variables"].items()}

@@ -23,7 +23,7 @@ from coach.engines.llm.call import ModelCaller
 from coach.engines.llm.client import make_client
 from coach.engines.llm.engine import LLMEngine
 from coach.logs import configure_logging
-from coach.models import Review, ReviewRequest
+from coach.models import Context, Kind, Language, Review, ReviewRequest
 from coach.rulebook import Rulebook, default_rulebook, parse_rulebook
 from coach.settings import DEFAULT_PROMPTS_DIR, Settings
 
@@ -44,18 +44,31 @@ ASK_DRAFT = "Hi Sam, could you introduce me to your head of procurement next wee
 
 @contextmanager
 def fresh_logging(level: str = "WARNING") -> Iterator[None]:
-    """structlog bound to the current sys.stderr, restored afterwards.
-
-    `configure_logging` binds the stream of the moment; the in-process CLI tests bind a capsys
-    stream that is closed after them, and a later warning would then fail on a closed file.
-    Inside a test that uses capsys, this binds capsys's stream, so the logs are captured.
-    """
+    """structlog as the CLI sets it up (JSON to stderr) at `level`; the previous structlog
+    configuration is restored afterwards, so no test leaks its logging set-up into another."""
     saved = structlog.get_config()
     configure_logging(level)
     try:
         yield
     finally:
         structlog.configure(**saved)
+
+
+def make_request(
+    text: str,
+    *,
+    kind: Kind | str = Kind.message,
+    language: Language | str | None = None,
+    **context: Any,
+) -> ReviewRequest:
+    """A ReviewRequest; keyword arguments beyond kind/language become the context. (The root
+    conftest has the same helper; it is restated here so `mypy tests/engines/llm` resolves.)"""
+    return ReviewRequest(
+        text=text,
+        kind=Kind(kind),
+        language=Language(language) if language is not None else None,
+        context=Context.model_validate(context) if context else None,
+    )
 
 
 def make_settings(**overrides: Any) -> Settings:

@@ -118,6 +118,14 @@ def test_make_client_refuses_when_not_configured(values: dict[str, Any]) -> None
         make_client(settings)
 
 
+def test_azure_without_an_endpoint_is_a_config_error() -> None:
+    # Azure has no default endpoint: a key and a model are not enough to reach it. Today this
+    # builds a client with base URL "/openai/", so every review silently degrades instead.
+    settings = Settings(llm_provider="azure", llm_model=MODEL, llm_api_key=API_KEY)
+    with pytest.raises(ConfigError):
+        make_client(settings)
+
+
 def test_a_local_server_needs_no_key() -> None:
     client = make_client(make_settings(llm_api_key=None))
     with mock_llm() as router:

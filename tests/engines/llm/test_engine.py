@@ -5,6 +5,8 @@ and the review cache."""
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_request
 from cryptography.fernet import Fernet
 from llm_fakes import (
     ASK_DRAFT,
@@ -29,6 +30,7 @@ from llm_fakes import (
     finding,
     fresh_logging,
     make_engine,
+    make_request,
     make_settings,
     mock_llm,
     review_body,
@@ -234,6 +236,20 @@ def test_a_verdict_for_a_rule_that_does_not_apply_to_the_kind_is_not_taken() -> 
         review = run_review(make_engine(rulebook=custom_rulebook()), request)
     buzz = next(r for r in review.rules if r.rule_id == "no-buzzwords")
     assert (buzz.verdict, buzz.source) == (Verdict.not_applicable, "rules")
+
+
+def test_confidence_is_clamped_and_a_blank_reason_is_replaced() -> None:
+    request = make_request(ASK_DRAFT)
+    rules = [verdict(rule_id) for rule_id in DEFAULT_RULE_IDS]
+    rules[0] = {**verdict("no-cold-pitch", "pass", "   "), "confidence": 7.5}
+    rules[1] = {**verdict("give-first", "fail"), "confidence": -2}
+    with mock_llm() as router:
+        router.post(CHAT_URL).mock(return_value=completion(review_body(rules=rules)))
+        review = run_review(make_engine(), request)
+    pitch, give = review.rules[0], review.rules[1]
+    assert (pitch.confidence, give.confidence) == (1.0, 0.0)
+    assert pitch.reason == rules_review(request).rules[0].reason
+    assert pitch.source == "llm"
 
 
 # --- usage -----------------------------------------------------------------------------------
@@ -806,3 +822,20 @@ def test_an_unexpected_exception_in_the_caller_degrades_to_internal_error() -> N
     review = run_review(engine, request)
     assert_degraded(review, "internal_error", request)
     assert review.usage is not None and review.usage.calls == 1
+
+
+class _FullDisk(io.StringIO):
+    """A stderr whose writes fail, like a full disk or a closed pipe."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failing_log_stream_never_breaks_a_review(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fallback logs a warning; a logging failure must not turn a fallback into a crash.
+    request = make_request(ASK_DRAFT)
+    monkeypatch.setattr(sys, "stderr", _FullDisk())
+    with mock_llm() as router:
+        router.post(CHAT_URL).mock(return_value=error(400))
+        review = run_review(make_engine(), request)
+    assert_degraded(review, "provider_error", request)

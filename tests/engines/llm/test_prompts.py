@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_request
 from llm_fakes import (
     ASK_DRAFT,
     CHAT_URL,
@@ -17,6 +16,7 @@ from llm_fakes import (
     custom_rulebook,
     fresh_logging,
     make_engine,
+    make_request,
     make_settings,
     mock_llm,
     run_review,
@@ -71,7 +71,10 @@ def test_the_shipped_prompt_renders() -> None:
     assert prompt.changed
     messages = _render(prompt)
     assert [m["role"] for m in messages] == ["system", "user"]
-    assert all("$" not in m["content"].replace(ASK_DRAFT, "") for m in messages)
+    names = {name for names in prompt.variables.values() for name in names}
+    for message in messages:
+        assert not [n for n in names if f"${n}" in message["content"]], "unexpanded placeholder"
+    assert "Rewrite: yes" in messages[-1]["content"]
 
 
 def test_a_template_using_an_undeclared_variable_is_a_prompt_error(tmp_path: Path) -> None:
@@ -115,9 +118,8 @@ def test_a_stray_dollar_in_a_template_is_a_prompt_error(tmp_path: Path) -> None:
     # must report it as a PromptError, not let a bare ValueError escape.
     prompts = copy_prompts(tmp_path)
     _edit(prompts / "review/v1/system.md", "# How to judge", "# How to judge (budgets under $40)")
-    prompt = load_prompt(prompts, "review", "v1")
-    with pytest.raises(PromptError):
-        _render(prompt)
+    with pytest.raises(PromptError, match=r"\$\$"):  # caught when loading, before any draft
+        _render(load_prompt(prompts, "review", "v1"))
 
 
 def test_an_unknown_prompt_version_is_a_prompt_error() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_request
 from llm_fakes import (
     ASK_DRAFT,
     CHAT_URL,
@@ -17,6 +16,7 @@ from llm_fakes import (
     completion,
     fresh_logging,
     make_engine,
+    make_request,
     make_settings,
     mock_llm,
     review_body,

@@ -11,7 +11,7 @@ Speed: see `Lexicon.scan`. Matches are exactly those of the full regexes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -42,39 +42,9 @@ def _wrap(pattern: str, language: Language) -> str:
     return f"(?<!\\w)(?:{pattern})(?!\\w)"
 
 
-def _alternatives(pattern: str) -> list[str]:
-    """The top-level alternatives of a pattern ("a|b(c|d)" -> ["a", "b(c|d)"]), so each gets
-    anchors of its own instead of sharing the weakest one."""
-    parts, depth, in_class, start, i = [], 0, False, 0, 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-            if pattern[i + 1 : i + 2] == "]":
-                i += 1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    parts.append(pattern[start:])
-    if len(parts) == 1 and _is_one_group(pattern):
-        # "(?:a|b)" is the same as "a|b": split inside the group.
-        return _alternatives(pattern[3:-1])
-    return [p for p in parts if p]
-
-
-def _is_one_group(pattern: str) -> bool:
-    if not (pattern.startswith("(?:") and pattern.endswith(")")):
-        return False
+def _structure(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """(index, char, depth after it) for every "(", ")" and "|" of a pattern that is not
+    escaped or inside a character class."""
     depth, in_class, i = 0, False, 0
     while i < len(pattern):
         ch = pattern[i]
@@ -85,14 +55,30 @@ def _is_one_group(pattern: str) -> bool:
             in_class = ch != "]"
         elif ch == "[":
             in_class = True
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0 and i != len(pattern) - 1:
-                return False
+            if pattern[i + 1 : i + 2] == "]":  # "[]…]": the first "]" is a literal
+                i += 1
+        elif ch in "()|":
+            depth += (ch == "(") - (ch == ")")
+            yield i, ch, depth
         i += 1
-    return True
+
+
+def _alternatives(pattern: str) -> list[str]:
+    """The top-level alternatives of a pattern ("a|b(c|d)" -> ["a", "b(c|d)"]), so each gets
+    a dispatch key of its own instead of sharing the weakest one."""
+    cuts = [i for i, ch, depth in _structure(pattern) if ch == "|" and depth == 0]
+    if not cuts and _is_one_group(pattern):
+        # "(?:a|b)" is the same as "a|b": split inside the group.
+        return _alternatives(pattern[3:-1])
+    bounds = zip([-1, *cuts], [*cuts, len(pattern)], strict=True)
+    return [part for a, b in bounds if (part := pattern[a + 1 : b])]
+
+
+def _is_one_group(pattern: str) -> bool:
+    if not (pattern.startswith("(?:") and pattern.endswith(")")):
+        return False
+    closes = [i for i, ch, depth in _structure(pattern) if ch == ")" and depth == 0]
+    return closes == [len(pattern) - 1]
 
 
 def _fold(text: str) -> str:

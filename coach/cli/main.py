@@ -13,6 +13,7 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 
+from coach.cli.keys import keys
 from coach.cli.serve import serve
 from coach.errors import CoachError, InputError
 from coach.logs import configure_logging
@@ -238,6 +239,7 @@ def rules_cmd(rulebook: str | None, language: str) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(keys)
 
 
 def main(argv: list[str] | None = None) -> None:

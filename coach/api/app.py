@@ -1,0 +1,226 @@
+"""The app factory. Nothing is built at import time: `create_app(settings)` builds everything.
+
+Layers of a request, outside in:
+
+    RequestLogMiddleware   request id, one JSON log line, HTTP metrics (also for 404/405)
+    _PreflightGuard        refuses CORS preflights from origins not on the allow-list
+    Litestar's CORS        Access-Control-* headers for allowed origins only
+    routing                -> 404 / 405 problems
+    AuthMiddleware         Bearer key -> Principal (skips public routes, /schema, OPTIONS)
+    RateLimitMiddleware    token bucket per API key
+    controllers            -> ReviewService
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.pydantic import PydanticPlugin
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from coach.api.auth import AuthMiddleware
+from coach.api.context import ApiState, request_info
+from coach.api.controllers import HealthController, ReviewController, RulesController
+from coach.api.limits import RateLimiter, RateLimitMiddleware, TenantSlots
+from coach.api.logging import REQUEST_ID_HEADER, RequestLogMiddleware
+from coach.api.metrics import ApiMetrics
+from coach.api.problems import MAX_BODY_BYTES, ApiProblem, problem_response, send_problem
+from coach.logs import configure_logging, get_logger
+from coach.service import ReviewService
+from coach.settings import Settings
+from coach.store.base import Store
+
+__all__ = ["DEFAULT_LLM_WAIT_S", "create_app"]
+
+#: How long an LLM review waits for one of its tenant's slots before falling back to rules.
+DEFAULT_LLM_WAIT_S = 2.0
+
+_CORS_METHODS = ["GET", "POST", "OPTIONS"]
+_CORS_HEADERS = ["Authorization", "Content-Type", REQUEST_ID_HEADER]
+_CORS_SAFELISTED = {"accept", "accept-language", "content-language", "content-type"}
+_CORS_EXPOSE = [
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "Retry-After",
+    REQUEST_ID_HEADER,
+]
+
+_DESCRIPTION = """Reviews networking outreach drafts against a rulebook built on giving first.
+
+Authenticate with `Authorization: Bearer <key>` (`coach keys create --tenant NAME`). Every error
+is an RFC 9457 problem document (`application/problem+json`) whose `type` is stable.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    service: ReviewService | None = None,
+    llm_wait_s: float = DEFAULT_LLM_WAIT_S,
+    configure_logs: bool = True,
+) -> Litestar:
+    """The HTTP API. `store` and `service` are for tests and embedding: without them the app
+    opens the store (`coach.store.open_store`) in its lifespan and builds a `ReviewService`."""
+    log = get_logger("coach.api")
+    api = ApiState(
+        settings=settings,
+        service=service or ReviewService(settings=settings),
+        metrics=ApiMetrics(),
+        limiter=RateLimiter(settings.rate_limit_per_minute),
+        slots=TenantSlots(settings.llm_concurrency_per_tenant, wait_s=llm_wait_s),
+        store=store,
+    )
+    owns_service = service is None
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        if configure_logs:
+            configure_logging(settings.log_level)
+        if not settings.auth:
+            log.warning(
+                "auth_disabled",
+                message="API key authentication is OFF (COACH_AUTH=off): every request runs "
+                "as tenant 'local'. Use this for local development only.",
+            )
+        wildcard = [o for o in settings.cors_origins if "*" in o]
+        if wildcard:
+            log.warning("cors_wildcard", origins=wildcard)
+        # Semaphores belong to the running loop: make them here, not at build time.
+        api.slots = TenantSlots(settings.llm_concurrency_per_tenant, wait_s=llm_wait_s)
+        opened: Store | None = None
+        if api.store is None:
+            opened = api.store = await _open_store(settings)
+        try:
+            yield
+        finally:
+            if opened is not None:
+                api.store = None
+                await opened.close()
+            if owns_service:
+                await _close_service(api.service)
+
+    cors = _cors_config(settings)
+    app = Litestar(
+        route_handlers=[ReviewController, RulesController, HealthController],
+        dependencies={"api": Provide(lambda: api, sync_to_thread=False)},
+        middleware=[
+            AuthMiddleware(enabled=settings.auth, store=lambda: api.store),
+            RateLimitMiddleware(api.limiter),
+        ],
+        exception_handlers={Exception: problem_response},
+        cors_config=cors,
+        openapi_config=_openapi_config(),
+        plugins=[PydanticPlugin(prefer_alias=True)],
+        request_max_body_size=MAX_BODY_BYTES,
+        lifespan=[lifespan],
+        logging_config=None,  # no Litestar request/response (body) logging, no tracebacks
+        debug=False,
+    )
+    app.state["api"] = api
+    # Outside routing, so that 404/405 and refused preflights are logged and counted too.
+    app.asgi_handler = RequestLogMiddleware(
+        _PreflightGuard(app.asgi_handler, cors), metrics=api.metrics
+    )
+    return app
+
+
+def _cors_config(settings: Settings) -> CORSConfig | None:
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=cast(Any, _CORS_METHODS),
+        allow_headers=list(_CORS_HEADERS),
+        expose_headers=list(_CORS_EXPOSE),
+        allow_credentials=False,
+        max_age=600,
+    )
+
+
+def _openapi_config() -> OpenAPIConfig:
+    try:
+        app_version = version("coach")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        app_version = "0.0.0"
+    return OpenAPIConfig(
+        title="coach",
+        version=app_version,
+        description=_DESCRIPTION,
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="An API key: `Authorization: Bearer coach_…`.",
+                )
+            }
+        ),
+    )
+
+
+async def _open_store(settings: Settings) -> Store:
+    # Imported here: the store (SQLAlchemy, migrations) is only needed by a running server.
+    from coach.store import open_store
+
+    return await open_store(settings)
+
+
+async def _close_service(service: ReviewService) -> None:
+    closer = getattr(service, "aclose", None)
+    if closer is not None:
+        await closer()
+        return
+    # ReviewService has no async close yet: close the engines' HTTP clients it opened.
+    engines = getattr(service, "_engines", {})
+    for reviewer in list(engines.values()):
+        close = getattr(reviewer, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class _PreflightGuard:
+    """Answers a CORS preflight that will not be allowed with a 403 problem (no
+    Access-Control-Allow-Origin), instead of Litestar's plain-text 400."""
+
+    def __init__(self, app: ASGIApp, cors: CORSConfig | None) -> None:
+        self.app = app
+        self.cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope.get("method") == "OPTIONS":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            method = headers.get("access-control-request-method")
+            if origin and method and (reason := self._refusal(origin, method, headers)):
+                await send_problem(
+                    send,
+                    ApiProblem("cors-refused", reason),
+                    request_info(scope).request_id or None,
+                )
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, origin: str, method: str, headers: dict[str, str]) -> str | None:
+        if self.cors is None or not self.cors.is_origin_allowed(origin):
+            return "this origin is not allowed"
+        if method.upper() not in _CORS_METHODS:
+            return "this method is not allowed cross-origin"
+        allowed = {h.lower() for h in _CORS_HEADERS} | _CORS_SAFELISTED
+        asked = headers.get("access-control-request-headers", "")
+        if any(h.strip().lower() not in allowed for h in asked.split(",") if h.strip()):
+            return "a requested header is not allowed cross-origin"
+        return None

@@ -1,0 +1,156 @@
+"""Limits per caller: a request rate per API key, and concurrent LLM reviews per tenant.
+
+Rate limit: a token bucket per API key id (never the client address, never X-Forwarded-For).
+The bucket holds `rate_limit_per_minute` tokens and refills at that rate; a request takes one.
+Every authenticated response carries
+
+    RateLimit-Limit: <bucket size>   RateLimit-Remaining: <whole tokens left>
+    RateLimit-Reset: <seconds until the bucket is full again>
+
+and a request that finds the bucket empty gets a 429 problem with `Retry-After` (seconds until
+one token is back). State lives in the process: with several workers, each has its buckets.
+
+LLM concurrency: at most `llm_concurrency_per_tenant` LLM reviews run at once per tenant. A
+request that finds them all busy waits up to `wait_s` for a slot; if none frees up, the review
+is done by the rule engine and marked `degraded: true` with `degraded_reason` "llm_busy: …",
+the same contract as any other LLM failure (see `coach/api/controllers/reviews.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from coach.api.context import request_info
+from coach.api.problems import ApiProblem
+from coach.store.base import Principal
+
+__all__ = ["RateDecision", "RateLimitMiddleware", "RateLimiter", "TenantSlots"]
+
+_MAX_BUCKETS = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+    retry_after_s: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+
+
+class RateLimiter:
+    """Token buckets by key. Not thread-safe; used from one event loop."""
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self.limit = per_minute
+        self.rate = per_minute / 60.0  # tokens per second
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def hit(self, key: str) -> RateDecision:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._prune(now)
+            bucket = self._buckets[key] = _Bucket(float(self.limit), now)
+        else:
+            bucket.tokens = min(self.limit, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+        allowed = bucket.tokens >= 1.0
+        if allowed:
+            bucket.tokens -= 1.0
+        return RateDecision(
+            allowed=allowed,
+            limit=self.limit,
+            remaining=math.floor(bucket.tokens),
+            reset_s=math.ceil((self.limit - bucket.tokens) / self.rate),
+            retry_after_s=0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / self.rate)),
+        )
+
+    def _prune(self, now: float) -> None:
+        if len(self._buckets) < _MAX_BUCKETS:
+            return
+        for key, bucket in list(self._buckets.items()):
+            if bucket.tokens + (now - bucket.updated) * self.rate >= self.limit:
+                del self._buckets[key]
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """Runs after authentication; public routes (no principal) are not limited."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        principal = scope.get("user")
+        if not isinstance(principal, Principal):
+            await next_app(scope, receive, send)
+            return
+        decision = self.limiter.hit(principal.key_id)
+        info = request_info(scope)
+        # The request log middleware adds these to whatever response this request gets,
+        # including problems raised further in.
+        info.headers.update(decision.headers())
+        if not decision.allowed:
+            raise ApiProblem(
+                "rate-limited",
+                f"over {decision.limit} requests per minute for this API key; "
+                f"retry in {decision.retry_after_s} s",
+                headers={"Retry-After": str(decision.retry_after_s)},
+            )
+        await next_app(scope, receive, send)
+
+
+class TenantSlots:
+    """A semaphore per tenant bounding its concurrent LLM reviews."""
+
+    def __init__(self, per_tenant: int, *, wait_s: float) -> None:
+        self.per_tenant = per_tenant
+        self.wait_s = wait_s
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    def _semaphore(self, tenant: str) -> asyncio.Semaphore:
+        semaphore = self._semaphores.get(tenant)
+        if semaphore is None:
+            semaphore = self._semaphores[tenant] = asyncio.Semaphore(self.per_tenant)
+        return semaphore
+
+    @asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[bool]:
+        """Yields True holding a slot, or False when none freed up within `wait_s`."""
+        semaphore = self._semaphore(tenant)
+        try:
+            await asyncio.wait_for(semaphore.acquire(), timeout=self.wait_s)
+        except TimeoutError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            semaphore.release()

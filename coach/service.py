@@ -76,13 +76,18 @@ class ReviewService:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(self.review(request, engine=engine, rewrite=rewrite))
 
-    def close(self) -> None:
-        if self._loop is None:
-            return
+    async def aclose(self) -> None:
+        """Close what the engines opened (HTTP clients), from the event loop they ran on."""
         for reviewer in self._engines.values():
             closer = getattr(reviewer, "aclose", None)
             if closer is not None:
-                self._loop.run_until_complete(closer())
+                await closer()
+
+    def close(self) -> None:
+        """`aclose` for callers of `review_sync`."""
+        if self._loop is None:
+            return
+        self._loop.run_until_complete(self.aclose())
         self._loop.close()
         self._loop = None
 

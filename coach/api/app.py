@@ -180,16 +180,7 @@ async def _open_store(settings: Settings) -> Store:
 
 
 async def _close_service(service: ReviewService) -> None:
-    closer = getattr(service, "aclose", None)
-    if closer is not None:
-        await closer()
-        return
-    # ReviewService has no async close yet: close the engines' HTTP clients it opened.
-    engines = getattr(service, "_engines", {})
-    for reviewer in list(engines.values()):
-        close = getattr(reviewer, "aclose", None)
-        if close is not None:
-            await close()
+    await service.aclose()
 
 
 class _PreflightGuard:

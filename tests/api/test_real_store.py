@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from litestar.testing import TestClient
+from store.store_support import BACKENDS, database
 
 from api.conftest import make_settings
 from coach.api import create_app
 from coach.settings import Settings
 from coach.store import open_store
-from store.store_support import BACKENDS, database
 
 
 async def _create_key(settings: Settings) -> str:

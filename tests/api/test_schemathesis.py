@@ -3,6 +3,8 @@ never produce a 500, and every response must match the spec (status, content typ
 
 from __future__ import annotations
 
+from typing import Any
+
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -24,7 +26,7 @@ schema = schemathesis.openapi.from_asgi("/schema/openapi.json", APP)
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_spec(case: schemathesis.Case) -> None:
+def test_api_conforms_to_its_spec(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {KEY}"},
         checks=[

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_support import BACKENDS, CliOutcome, database, store_at
-from store_support import CliRunner as RunCli
 
 from coach.store.sql import hash_key
+from store.store_support import BACKENDS, CliOutcome, database, store_at
+from store.store_support import CliRunner as RunCli
 
 KEY_RE = re.compile(r"coach_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from store_support import BACKENDS, database, settings_for, store_at
 
 import coach.store.sql as sql
 from coach.errors import ConfigError, InputError
 from coach.store import Principal, SqlStore, StoredKey, StoreError, open_store
 from coach.store.sql import hash_key, make_engine, parse_key
+from store.store_support import BACKENDS, database, settings_for, store_at
 
 KEY_RE = re.compile(r"coach_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 

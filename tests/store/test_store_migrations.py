@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from store_support import BACKENDS, PG_URL, database, settings_for, store_at
 
 from coach.settings import Settings
 from coach.store import SqlStore, StoreError, migrate, open_store
 from coach.store.migrate import VERSION_TABLE, current_revision, head_revision, schema_drift
+from store.store_support import BACKENDS, PG_URL, database, settings_for, store_at
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -34,3 +34,11 @@ def test_readme_names_every_rule_of_the_default_rulebook() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     for rule_id in default_rulebook().ids:
         assert f"`{rule_id}`" in readme
+
+
+def test_readme_documents_every_setting() -> None:
+    from coach.settings import _ENV
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    for name in [*_ENV.values(), "COACH_LLM_API_KEY", "COACH_CONFIG"]:
+        assert f"`{name}`" in readme, name

@@ -9,12 +9,13 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "MAX_TEXT_CHARS",
     "Channel",
     "Context",
+    "DraftText",
     "Finding",
     "Kind",
     "Language",
@@ -104,21 +105,26 @@ class Context(_Model):
     notes: str | None = None
 
 
-NonBlank = Annotated[str, StringConstraints(min_length=1)]
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is empty or whitespace only")
+    return value
+
+
+#: The text of a draft: not blank, at most MAX_TEXT_CHARS code points. Shared by the review
+#: input and the eval datasets, so a dataset case is exactly what the API accepts.
+DraftText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS),
+    AfterValidator(_not_blank),
+]
 
 
 class ReviewRequest(_Model):
-    text: NonBlank = Field(max_length=MAX_TEXT_CHARS)
+    text: DraftText
     kind: Kind = Kind.message
     language: Language | None = None
     context: Context | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty or whitespace only")
-        return value
 
 
 class Span(_Model):

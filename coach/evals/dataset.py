@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coach.errors import DatasetError
-from coach.models import MAX_TEXT_CHARS, Context, Kind, Language, ReviewRequest
+from coach.models import Context, DraftText, Kind, Language, ReviewRequest
 
 __all__ = ["Case", "iter_cases", "load_cases"]
 
@@ -20,22 +20,13 @@ class Case(BaseModel):
 
     id: str = Field(min_length=1)
     kind: Kind
-    text: str = Field(min_length=1)
+    text: DraftText
     language: Language | None = None
     context: Context | None = None
     expected: dict[str, Literal["pass", "fail"]]
     evidence: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     why: str | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _reviewable(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text is empty or whitespace only")
-        if len(value) > MAX_TEXT_CHARS:
-            raise ValueError(f"text has {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
-        return value
 
     @model_validator(mode="after")
     def _evidence_in_text(self) -> Case:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -13,6 +14,7 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 
+from coach.cli.eval_compare import compare
 from coach.cli.keys import keys
 from coach.cli.serve import serve
 from coach.errors import CoachError, InputError
@@ -183,6 +185,10 @@ def eval_group() -> None:
     """Measure an engine against labelled datasets."""
 
 
+EXIT_HARNESS = 1
+EXIT_THRESHOLD = 3
+
+
 @eval_group.command("run")
 @click.option(
     "--dataset",
@@ -192,29 +198,222 @@ def eval_group() -> None:
     type=click.Path(dir_okay=False),
     help="JSONL dataset; repeat for several.",
 )
-@click.option("--engine", type=click.Choice(["rules"]), default="rules", show_default=True)
+@click.option("--engine", type=click.Choice(["rules", "llm"]), default="rules", show_default=True)
 @click.option("--rulebook", type=click.Path(dir_okay=False))
+@click.option("--prompt", "prompt_version", help="LLM prompt version (default: the setting).")
+@click.option("--model", help="LLM model (default: COACH_LLM_MODEL).")
+@click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(0),
+    help="Budget in USD: stop before the estimated spend would exceed it (rows left: 'budget').",
+)
+@click.option("--rewrite", is_flag=True, help="Ask for rewrites too (recorded in rows.jsonl).")
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Re-run only the rows of --out that errored (or are missing).",
+)
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Answer only from recorded model responses; a miss exits 1 (never calls the network).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Recorded model responses (default: COACH_DATA_DIR/eval-cache).",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     required=True,
-    help="Directory for report.json, report.md and predictions.jsonl.",
+    help="Run directory: manifest.json, rows.jsonl, report.json, report.md, predictions.jsonl.",
 )
-def eval_run(datasets: tuple[str, ...], engine: str, rulebook: str | None, out: str) -> None:
-    """Review every case and report per-rule precision, recall, F1 and accuracy."""
+@click.option(
+    "--thresholds",
+    type=click.Path(dir_okay=False),
+    help="Gate file (e.g. evals/thresholds.yaml): exit 3 when a minimum is missed.",
+)
+def eval_run(
+    datasets: tuple[str, ...],
+    engine: str,
+    rulebook: str | None,
+    prompt_version: str | None,
+    model: str | None,
+    repeat: int,
+    concurrency: int,
+    max_cost: float | None,
+    rewrite: bool,
+    retry_errors: bool,
+    replay: bool,
+    cache_dir: str | None,
+    out: str,
+    thresholds: str | None,
+) -> None:
+    """Review every case (× --repeat) and report per-rule precision, recall, F1 and accuracy.
+
+    Exit codes: 0 pass; 1 harness error (a --replay miss, a bad thresholds file, a crash);
+    2 bad input or usage; 3 a threshold of --thresholds missed.
+    """
+    import asyncio
+    from datetime import UTC, datetime
+
+    from coach.engines.llm.cache import MemoryCache
+    from coach.evals.cache import RecordingCaller, Recordings
     from coach.evals.dataset import load_cases
-    from coach.evals.report import print_table, write_markdown
-    from coach.evals.runner import run_eval, write_report
+    from coach.evals.report import print_table, progress, write_markdown
+    from coach.evals.runner import (
+        ReplayMissError,
+        build_result,
+        dataset_hashes,
+        git_commit,
+        read_rows,
+        run_rows,
+        write_manifest,
+        write_report,
+        write_rows,
+    )
+    from coach.evals.thresholds import check, load_thresholds
     from coach.rulebook import load_rulebook
     from coach.service import ReviewService
 
     book = load_rulebook(rulebook)
     cases = load_cases([Path(d) for d in datasets], known_rules=set(book.ids))
-    result = run_eval(cases, ReviewService(book), engine=engine, datasets=list(datasets))
-    report = write_report(result, Path(out))
-    write_markdown(result, Path(out) / "report.md")
+    out_dir = Path(out)
+    gate = None
+    if thresholds:
+        try:
+            gate = load_thresholds(Path(thresholds), engine)
+        except CoachError as exc:
+            _die(str(exc), EXIT_HARNESS)
+        if gate is None:
+            click.echo(f"coach: note: {thresholds} has no {engine} section; not gated", err=True)
+
+    kept: dict[tuple[str, int], Any] = {}
+    if retry_errors:
+        if not (out_dir / "rows.jsonl").is_file():
+            raise InputError(f"--retry-errors: {out_dir / 'rows.jsonl'} does not exist")
+        kept = {(r.case_id, r.repeat): r for r in read_rows(out_dir) if r.error is None}
+    todo = [(c, k) for c in cases for k in range(repeat) if (c.id, k) not in kept]
+
+    settings = Settings.from_env(os.environ)
+    updates: dict[str, Any] = {}
+    if model:
+        updates["llm_model"] = model
+    if prompt_version:
+        updates["llm_prompt_version"] = prompt_version
+    settings = settings.model_copy(update=updates)
+    service = ReviewService(book, settings)
+    reviewer: Any = service.rules
+    model_name: str | None = None
+    prompt_info: dict[str, str] | None = None
+    if engine == "llm":
+        from coach.engines.llm.call import ModelCaller
+        from coach.engines.llm.client import make_client
+        from coach.engines.llm.engine import LLMEngine
+
+        if not settings.llm_model:
+            raise InputError("--engine llm needs a model: --model or COACH_LLM_MODEL")
+        # A fallback per case would flood stderr under the progress bar: rows.jsonl records
+        # each degraded review as an error row with its code instead.
+        configure_logging("ERROR")
+        if not replay:
+            service.resolve("llm")  # a clear error when nothing can be called
+        client = None if replay else make_client(settings)
+        inner = (
+            None if client is None else ModelCaller(client, max_attempts=settings.llm_max_attempts)
+        )
+        directory = Path(cache_dir) if cache_dir else settings.data_dir / "eval-cache"
+        caller = RecordingCaller(Recordings(directory), inner, replay=replay)
+        # The engine's own review cache is off: repeats must reach the (recording) caller.
+        reviewer = LLMEngine(book, settings, client=client, cache=MemoryCache(0, 0), caller=caller)
+        model_name = reviewer.model
+        prompt_info = {"version": reviewer.prompt.version, "digest": reviewer.prompt.digest}
+
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started = time.perf_counter()
+
+    async def run() -> list[Any]:
+        try:
+            with progress(len(todo), f"{engine} eval") as bar:
+                return await run_rows(
+                    todo,
+                    reviewer,
+                    engine=engine,
+                    concurrency=concurrency,
+                    max_cost=max_cost,
+                    rewrite=rewrite,
+                    replay=replay,
+                    on_row=lambda _row: bar.advance(bar.task_ids[0]),
+                )
+        finally:
+            closer = getattr(reviewer, "aclose", None)
+            if closer is not None:
+                await closer()
+            configure_logging("WARNING")  # as the command group set it
+
+    try:
+        fresh = asyncio.run(run())
+    except ReplayMissError as exc:
+        _die(str(exc), EXIT_HARNESS)
+    new = {(r.case_id, r.repeat): r for r in fresh}
+    rows = [
+        new.get((c.id, k)) or kept[(c.id, k)]
+        for c in cases
+        for k in range(repeat)
+        if (c.id, k) in new or (c.id, k) in kept
+    ]
+    result = build_result(
+        rows,
+        engine=engine,
+        rulebook_version=book.version,
+        datasets=list(datasets),
+        seconds=time.perf_counter() - started,
+    )
+    write_rows(out_dir, rows)
+    write_manifest(
+        out_dir,
+        {
+            "git_commit": git_commit(),
+            "datasets": dataset_hashes(datasets),
+            "engine": engine,
+            "model": model_name,
+            "prompt": prompt_info,
+            "rulebook_version": book.version,
+            "parameters": {
+                "repeat": repeat,
+                "concurrency": concurrency,
+                "max_cost": max_cost,
+                "rewrite": rewrite,
+                "replay": replay,
+                "retried_rows": len(todo) if retry_errors else None,
+                **(
+                    {
+                        "temperature": settings.llm_temperature,
+                        "max_tokens": settings.llm_max_tokens,
+                        "response_format": settings.llm_response_format,
+                    }
+                    if engine == "llm"
+                    else {}
+                ),
+            },
+            "started": started_at,
+            "ended": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    report = write_report(result, out_dir)
+    write_markdown(result, out_dir / "report.md")
     print_table(Console(highlight=False), result)
     click.echo(f"report: {report}")
+    if gate is not None:
+        misses = check(result, gate)
+        for miss in misses:
+            click.echo(f"coach: threshold missed: {miss}", err=True)
+        if misses:
+            sys.exit(EXIT_THRESHOLD)
+        click.echo(f"thresholds: pass ({thresholds})")
 
 
 @cli.command("rules")
@@ -240,6 +439,7 @@ def rules_cmd(rulebook: str | None, language: str) -> None:
 
 cli.add_command(serve)
 cli.add_command(keys)
+eval_group.add_command(compare)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from coach.evals.metrics import MAIN_RULES, Confusion
 from coach.evals.runner import EvalResult
 
-__all__ = ["markdown", "print_table", "write_markdown"]
+__all__ = ["markdown", "print_table", "progress", "write_markdown"]
 
 _COLUMNS = ("rule", "n", "tp", "fp", "fn", "tn", "precision", "recall", "F1", "accuracy")
 
@@ -45,6 +58,35 @@ def print_table(console: Console, result: EvalResult) -> None:
         f"four main rules: macro-F1 {head['f1']:.3f}, mean accuracy {head['accuracy']:.3f} "
         f"({result.seconds * 1000 / max(1, len(result.rows)):.2f} ms per case)"
     )
+    for line in _run_lines(result.as_dict()):
+        console.print(line)
+
+
+def _run_lines(report: dict[str, Any]) -> list[str]:
+    errors, latency = report["errors"], report["latency_ms"]
+    lines = [
+        f"rows {report['rows']}, errors {errors['count']}"
+        + (
+            f" ({', '.join(f'{k}: {v}' for k, v in errors['by_code'].items())})"
+            if errors["count"]
+            else ""
+        )
+        + f", latency p50 {latency['p50']:.1f} ms, p95 {latency['p95']:.1f} ms",
+    ]
+    tokens = report["tokens"]
+    if tokens["in"] or tokens["out"]:
+        cost = report["cost_usd"]
+        lines.append(
+            f"tokens in {tokens['in']} (cached {tokens['cached']}), out {tokens['out']}, "
+            f"cost {'unknown' if cost is None else f'${cost:.4f}'}, "
+            f"cache hits {report['cache_hits']}"
+        )
+    if repeats := report["repeats"]:
+        lines.append(
+            f"repeats k={repeats['k']}: mean per-case flip rate {repeats['mean_flip_rate']:.3f}, "
+            f"rules stable across all repeats {repeats['stable_share']:.3f}"
+        )
+    return lines
 
 
 def markdown(result: EvalResult) -> str:
@@ -73,8 +115,40 @@ def markdown(result: EvalResult) -> str:
             f"{table[r].f1:.2f} / {table[r].accuracy:.2f}" if r in table else "–" for r in rules
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    report = result.as_dict()
+    lines += ["", "## Intervals (Wilson 95%)", "", "| rule | precision | recall | accuracy |"]
+    lines.append("|---|---|---|---|")
+    for rule, data in report["rules"].items():
+        w = data["wilson95"]
+        cells = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in (w["precision"], w["recall"], w["accuracy"])]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines += ["", "## Run", "", *(f"- {line}" for line in _run_lines(report))]
     return "\n".join(lines) + "\n"
 
 
 def write_markdown(result: EvalResult, path: Path) -> None:
     path.write_text(markdown(result), "utf-8")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} rows/s" if speed else "– rows/s")
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Progress]:
+    """A progress bar with rate and ETA on stderr; silent when stderr is not a terminal."""
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        bar.add_task(label, total=total)
+        yield bar

@@ -85,7 +85,7 @@ def _print_table(console: Console, comparison: Comparison) -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
-    help="Directory to write compare.json and compare.md into.",
+    help="Directory to write compare.json, compare.md and compare.html (offline) into.",
 )
 @click.option(
     "--format",
@@ -132,6 +132,7 @@ def compare(
                 json.dumps(comparison.as_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8"
             )
             (directory / "compare.md").write_text(comparison.to_markdown(), "utf-8")
+            (directory / "compare.html").write_text(comparison.to_html(), "utf-8")
         except OSError as exc:
             raise HarnessError(f"{out}: cannot write the report ({exc.strerror})") from None
     if fmt == "json":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from coach.errors import InputError
+from coach.evals.htmlreport import render_compare
 from coach.evals.stats import (
     BootstrapResult,
     PairedCase,
@@ -268,6 +269,10 @@ class Comparison:
             "warnings": self.warnings,
             "rules": {r.rule_id: r.as_dict() for r in self.rules},
         }
+
+    def to_html(self) -> str:
+        """A self-contained HTML page (opens offline) with ΔF1 bars and interval whiskers."""
+        return render_compare(self.as_dict())
 
     def to_markdown(self, max_flips: int = 10) -> str:
         """A report that fits a pull-request comment: at most `max_flips` flips per rule."""

@@ -27,6 +27,10 @@ class Case(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     why: str | None = None
+    #: Rewrite checks (scored only with `--rewrite`): strings the rewrite must keep verbatim,
+    #: and strings it must not contain.
+    must_keep: list[str] = Field(default_factory=list)
+    must_not_contain: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _evidence_in_text(self) -> Case:

@@ -122,8 +122,67 @@ def markdown(result: EvalResult) -> str:
         w = data["wilson95"]
         cells = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in (w["precision"], w["recall"], w["accuracy"])]
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines += _evidence_lines(report["evidence"]) + _rewrite_lines(report["rewrites"])
     lines += ["", "## Run", "", *(f"- {line}" for line in _run_lines(report))]
     return "\n".join(lines) + "\n"
+
+
+def _share(entry: dict[str, Any]) -> str:
+    if not entry["n" if "n" in entry else "correct_fails"]:
+        return "–"
+    lo, hi = entry["wilson95"]
+    count = entry.get("passed", entry.get("overlapping"))
+    total = entry.get("n", entry.get("correct_fails"))
+    return f"{entry['share']:.3f} ({count}/{total}; [{lo:.2f}, {hi:.2f}])"
+
+
+def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Evidence",
+        "",
+        "Correct fails of cases that give `evidence` whose finding overlaps an evidence quote.",
+        "",
+        "| rule | overlap share (n; Wilson 95%) |",
+        "|---|---|",
+    ]
+    lines += [f"| {rule} | {_share(e)} |" for rule, e in evidence["rules"].items()]
+    lines.append(f"| **overall** | {_share(evidence['overall'])} |")
+    return lines
+
+
+def _rewrite_lines(rewrites: dict[str, Any] | None) -> list[str]:
+    if not rewrites:
+        return []
+    ratio = rewrites["length_ratio"]
+    lines = [
+        "",
+        "## Rewrites",
+        "",
+        f"{rewrites['rows']} rows with a rewrite.",
+        "",
+        "| check | share (n; Wilson 95%) |",
+        "|---|---|",
+    ]
+    for key, label in (
+        ("merge_fields_kept", "merge fields kept"),
+        ("must_keep_kept", "`must_keep` kept"),
+        ("must_not_contain_absent", "`must_not_contain` absent"),
+        ("rulebook_pass", "passes the rulebook"),
+    ):
+        lines.append(f"| {label} | {_share(rewrites[key])} |")
+    if ratio["median"] is not None:
+        lines.append(
+            f"| length ratio (rewrite/draft) | median {ratio['median']:.2f} "
+            f"(p5 {ratio['p05']:.2f}, p95 {ratio['p95']:.2f}) |"
+        )
+    failed = rewrites["rulebook_failed_by_rule"]
+    if failed:
+        lines += [
+            "",
+            "Rules the rewrites still fail: " + ", ".join(f"{k} ({v})" for k, v in failed.items()),
+        ]
+    return lines
 
 
 def write_markdown(result: EvalResult, path: Path) -> None:

@@ -3,8 +3,8 @@
 A run directory holds `manifest.json` (what ran: commit, dataset hashes, engine, model, prompt,
 rulebook, parameters, start and end), `rows.jsonl` (one row per case × repeat: verdicts,
 findings, rewrite, tokens, cost, latency, cache hit; errors recorded as errors, separate from
-wrong answers), `report.json`, `report.md` and `predictions.jsonl`. `coach eval compare` reads the
-first two.
+wrong answers), `report.json`, `report.md`, `report.html` (self-contained, offline) and
+`predictions.jsonl`. `coach eval compare` reads the first two.
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from coach.engines.base import Reviewer
+from coach.engines.rules.engine import RuleEngine
 from coach.evals.cache import TRACE, Trace
 from coach.evals.dataset import Case
+from coach.evals.htmlreport import render_report
 from coach.evals.metrics import MAIN_RULES, Confusion, Scored, macro, per_rule
-from coach.evals.stats import wilson_interval
-from coach.models import Review
+from coach.evals.stats import bootstrap_f1, wilson_interval
+from coach.models import Review, Verdict
+from coach.rulebook import Rulebook, load_rulebook
 from coach.service import ReviewService
+from coach.text.merge_fields import find_merge_fields
 
 __all__ = [
     "Budget",
@@ -37,7 +41,9 @@ __all__ = [
     "ReplayMissError",
     "Row",
     "build_result",
+    "check_rewrite",
     "dataset_hashes",
+    "evidence_spans",
     "read_rows",
     "run_eval",
     "run_rows",
@@ -81,6 +87,10 @@ class Row:
     cost_usd: float | None = None
     latency_ms: float = 0.0
     cache_hit: bool = False
+    #: Code-point spans [start, end] of every occurrence of the case's evidence quotes.
+    evidence: list[list[int]] = field(default_factory=list)
+    #: With a rewrite: what `check_rewrite` found.
+    rewrite_checks: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +109,44 @@ class Row:
         return Scored(self.case_id, dict(self.expected), dict(self.predicted or {}), slices)
 
 
+def evidence_spans(text: str, quotes: Iterable[str]) -> list[list[int]]:
+    """[start, end] (code points) of every occurrence of each quote in `text`."""
+    spans: set[tuple[int, int]] = set()
+    for quote in quotes:
+        if not quote:
+            continue
+        start = text.find(quote)
+        while start >= 0:
+            spans.add((start, start + len(quote)))
+            start = text.find(quote, start + 1)
+    return [list(s) for s in sorted(spans)]
+
+
+def check_rewrite(case: Case, rewrite: str, checker: RuleEngine) -> dict[str, Any]:
+    """Rewrite checks of one row: merge fields of the draft kept byte-identical, `must_keep`
+    kept, `must_not_contain` absent, the rewrite passing the rulebook (the rule engine with the
+    case's kind and context) and the length ratio rewrite/draft in characters."""
+    fields = list(dict.fromkeys(f.raw for f in find_merge_fields(case.text)))
+    request = case.request().model_copy(update={"text": rewrite})
+    try:
+        review = checker.review_sync(request, rewrite=False)
+        failed = sorted(r.rule_id for r in review.rules if r.verdict is Verdict.failed)
+        rulebook_pass: bool | None = not failed
+    except Exception:  # an empty or invalid rewrite cannot be checked
+        failed, rulebook_pass = [], None
+    return {
+        "merge_fields": len(fields),
+        "merge_fields_missing": [f for f in fields if f not in rewrite],
+        "must_keep": len(case.must_keep),
+        "must_keep_missing": [s for s in case.must_keep if s not in rewrite],
+        "must_not_contain": len(case.must_not_contain),
+        "must_not_contain_present": [s for s in case.must_not_contain if s in rewrite],
+        "rulebook_pass": rulebook_pass,
+        "rulebook_failed": failed,
+        "length_ratio": round(len(rewrite) / len(case.text), 4) if case.text else None,
+    }
+
+
 def _row(
     case: Case,
     repeat: int,
@@ -107,6 +155,7 @@ def _row(
     error: str | None,
     latency_ms: float,
     trace: Trace,
+    checker: RuleEngine | None = None,
 ) -> Row:
     row = Row(
         case_id=case.id,
@@ -121,6 +170,7 @@ def _row(
         predicted=None,
         error=error,
         latency_ms=round(latency_ms, 3),
+        evidence=evidence_spans(case.text, case.evidence),
     )
     if review is None:
         return row
@@ -142,6 +192,8 @@ def _row(
             for f in review.findings
         ]
         row.rewrite = review.rewrite.text if review.rewrite else None
+        if row.rewrite is not None and checker is not None:
+            row.rewrite_checks = check_rewrite(case, row.rewrite, checker)
     return row
 
 
@@ -205,6 +257,10 @@ async def run_rows(
     order. Stops on a replay miss (`ReplayMissError`)."""
     semaphore = asyncio.Semaphore(max(1, concurrency))
     budget = Budget(max_cost)
+    checker: RuleEngine | None = None
+    if rewrite:
+        book = getattr(reviewer, "rulebook", None)
+        checker = RuleEngine(book if isinstance(book, Rulebook) else load_rulebook(None))
     rows: list[Row | None] = [None] * len(todo)
 
     async def one(index: int, case: Case, repeat: int) -> None:
@@ -228,7 +284,7 @@ async def run_rows(
                     row = _row(case, repeat, engine, None, exc.__class__.__name__, ms, trace)
                 else:
                     ms = (time.perf_counter() - started) * 1000
-                    row = _row(case, repeat, engine, review, None, ms, trace)
+                    row = _row(case, repeat, engine, review, None, ms, trace, checker)
             finally:
                 await budget.settle(reserved, row)
             assert row is not None
@@ -328,9 +384,101 @@ class EvalResult:
             "majority": dict(sorted(majority.items())),
         }
 
+    def f1_intervals(self, resamples: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+        """Per rule: a case-bootstrap 95% interval of F1 (repeats clustered within a case)."""
+        by_case: dict[str, dict[str, tuple[bool, list[bool]]]] = defaultdict(dict)
+        for row in self.records or []:
+            if row.predicted is None:
+                continue
+            for rule, label in row.expected.items():
+                entry = by_case[rule].setdefault(row.case_id, (label == "fail", []))
+                entry[1].append(row.predicted.get(rule) == "fail")
+        if not self.records:  # results built from Scored rows only
+            for scored in self.rows:
+                for rule, label in scored.expected.items():
+                    by_case[rule][scored.case_id] = (
+                        label == "fail",
+                        [scored.predicted.get(rule) == "fail"],
+                    )
+        out: dict[str, list[float]] = {}
+        for rule in self.table:
+            low, high = bootstrap_f1(list(by_case[rule].values()), resamples=resamples, seed=seed)
+            out[rule] = [round(low, 4), round(high, 4)]
+        return out
+
+    def evidence(self) -> dict[str, Any]:
+        """Among correct fails (expected and predicted `fail`) of cases that give evidence: the
+        share whose findings for that rule overlap an evidence quote's span, per rule and
+        overall."""
+        per: dict[str, list[int]] = {}
+        for row in self.records:
+            if row.predicted is None or not row.evidence:
+                continue
+            for rule, label in row.expected.items():
+                if label != "fail" or row.predicted.get(rule) != "fail":
+                    continue
+                counts = per.setdefault(rule, [0, 0])
+                counts[0] += 1
+                counts[1] += any(
+                    f.get("rule_id") == rule and int(f["start"]) < end and start < int(f["end"])
+                    for f in row.findings
+                    for start, end in row.evidence
+                )
+
+        def entry(n: int, hits: int) -> dict[str, Any]:
+            return {
+                "correct_fails": n,
+                "overlapping": hits,
+                "share": round(hits / n, 4) if n else None,
+                "wilson95": wilson(hits, n),
+            }
+
+        total_n = sum(c[0] for c in per.values())
+        total_hits = sum(c[1] for c in per.values())
+        return {
+            "overall": entry(total_n, total_hits),
+            "rules": {rule: entry(*per[rule]) for rule in sorted(per)},
+        }
+
+    def rewrites(self) -> dict[str, Any] | None:
+        """Aggregated rewrite checks of the rows that have a rewrite; None without rewrites."""
+        checks = [r.rewrite_checks for r in self.records if r.rewrite_checks is not None]
+        if not checks:
+            return None
+
+        def share(pairs: list[bool]) -> dict[str, Any]:
+            ok = sum(pairs)
+            return {
+                "n": len(pairs),
+                "passed": ok,
+                "share": round(ok / len(pairs), 4) if pairs else None,
+                "wilson95": wilson(ok, len(pairs)),
+            }
+
+        with_fields = [c for c in checks if c["merge_fields"]]
+        with_keep = [c for c in checks if c["must_keep"]]
+        with_not = [c for c in checks if c["must_not_contain"]]
+        judged = [c for c in checks if c["rulebook_pass"] is not None]
+        ratios = [float(c["length_ratio"]) for c in checks if c["length_ratio"] is not None]
+        failed = Counter(rule for c in judged for rule in c["rulebook_failed"])
+        return {
+            "rows": len(checks),
+            "merge_fields_kept": share([not c["merge_fields_missing"] for c in with_fields]),
+            "must_keep_kept": share([not c["must_keep_missing"] for c in with_keep]),
+            "must_not_contain_absent": share([not c["must_not_contain_present"] for c in with_not]),
+            "rulebook_pass": share([bool(c["rulebook_pass"]) for c in judged]),
+            "rulebook_failed_by_rule": dict(sorted(failed.items())),
+            "length_ratio": {
+                "median": _percentile(ratios, 0.5) if ratios else None,
+                "p05": _percentile(ratios, 0.05) if ratios else None,
+                "p95": _percentile(ratios, 0.95) if ratios else None,
+            },
+        }
+
     def as_dict(self) -> dict[str, Any]:
         latencies = [r.latency_ms for r in self.records if r.error is None]
         costs = [r.cost_usd for r in self.records if r.cost_usd is not None]
+        f1_ci = self.f1_intervals()
         return {
             "engine": self.engine,
             "rulebook_version": self.rulebook_version,
@@ -341,7 +489,10 @@ class EvalResult:
             "main_rules": list(MAIN_RULES),
             "macro_main": self.headline,
             "macro_all": macro(self.table),
-            "rules": {rule: _confusion_dict(c) for rule, c in self.table.items()},
+            "rules": {
+                rule: _confusion_dict(c) | {"f1_bootstrap95": f1_ci[rule]}
+                for rule, c in self.table.items()
+            },
             "slices": {
                 name: {rule: c.as_dict() for rule, c in table.items()}
                 for name, table in sorted(self.slices.items())
@@ -356,6 +507,8 @@ class EvalResult:
             "cost_usd": round(sum(costs), 6) if costs else None,
             "cache_hits": sum(r.cache_hit for r in self.records),
             "repeats": self.stability(),
+            "evidence": self.evidence(),
+            "rewrites": self.rewrites(),
         }
 
 
@@ -447,6 +600,7 @@ def write_report(result: EvalResult, out: Path) -> Path:
     (out / "report.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8"
     )
+    wrong_by_row: list[tuple[str, list[str]]] = []
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         for row in result.rows:
             wrong = sorted(
@@ -454,6 +608,7 @@ def write_report(result: EvalResult, out: Path) -> Path:
                 for r, label in row.expected.items()
                 if (row.predicted.get(r) == "fail") != (label == "fail")
             )
+            wrong_by_row.append((row.case_id, wrong))
             handle.write(
                 json.dumps(
                     {
@@ -465,4 +620,5 @@ def write_report(result: EvalResult, out: Path) -> Path:
                 )
                 + "\n"
             )
+    (out / "report.html").write_text(render_report(report, wrong_by_row), "utf-8")
     return out / "report.json"

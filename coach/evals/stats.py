@@ -26,6 +26,7 @@ __all__ = [
     "BootstrapResult",
     "PairedCase",
     "bootstrap_delta_f1",
+    "bootstrap_f1",
     "cohen_kappa",
     "f1_fail",
     "flip_rate",
@@ -247,3 +248,33 @@ def flip_rate(values: Sequence[Hashable]) -> float:
 def is_stable(values: Sequence[Hashable]) -> bool:
     """True when every repeat gave the same verdict."""
     return len(set(values)) <= 1
+
+
+def bootstrap_f1(
+    cases: Sequence[tuple[bool, Sequence[bool]]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of one run's F1 (class `fail`) over (expected_fail,
+    predicted_fail per repeat) cases; cases are resampled, repeats stay with their case and
+    weigh 1/K. (0, 0) with no cases."""
+    if resamples < 1:
+        raise ValueError("resamples must be >= 1")
+    if not cases:
+        return (0.0, 0.0)
+    rows = [_case_counts(e, p) for e, p in cases]
+    rng = random.Random(seed)
+    n = len(rows)
+    values: list[float] = []
+    for _ in range(resamples):
+        tp = fp = fn = 0.0
+        for i in rng.choices(range(n), k=n):
+            r = rows[i]
+            tp += r[0]
+            fp += r[1]
+            fn += r[2]
+        values.append(_f1(tp, fp, fn))
+    tail = (1 - confidence) / 2 * 100
+    return (percentile(values, tail), percentile(values, 100 - tail))

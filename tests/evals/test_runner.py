@@ -78,7 +78,7 @@ def test_rows_carry_every_field() -> None:
     assert list(data) == [
         "case_id", "repeat", "engine", "language", "kind", "tags", "expected", "predicted",
         "error", "findings", "rewrite", "tokens_in", "tokens_out", "tokens_cached", "cost_usd",
-        "latency_ms", "cache_hit",
+        "latency_ms", "cache_hit", "evidence", "rewrite_checks",
     ]  # fmt: skip
     assert data["case_id"] == "a" and data["repeat"] == 0 and data["error"] is None
     assert data["predicted"]["give-first"] in {"pass", "fail"}

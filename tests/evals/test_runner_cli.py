@@ -21,7 +21,7 @@ UNREACHABLE = "http://127.0.0.1:9/v1"
 ROW_FIELDS = {
     "case_id", "repeat", "engine", "language", "kind", "tags", "expected", "predicted", "error",
     "findings", "rewrite", "tokens_in", "tokens_out", "tokens_cached", "cost_usd", "latency_ms",
-    "cache_hit",
+    "cache_hit", "evidence", "rewrite_checks",
 }  # fmt: skip
 
 

@@ -69,6 +69,8 @@ _UNSUPPORTED = {
     "title",
     "minimum",
     "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
     "minLength",
     "maxLength",
     "pattern",

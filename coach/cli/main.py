@@ -236,6 +236,13 @@ EXIT_THRESHOLD = 3
     type=click.Path(dir_okay=False),
     help="Gate file (e.g. evals/thresholds.yaml): exit 3 when a minimum is missed.",
 )
+@click.option(
+    "--judge",
+    "use_judge",
+    is_flag=True,
+    help="LLM judge (prompts/judge/): its kappa against the labels on the original drafts, "
+    "then the share of rewrites passing each rule (needs the LLM configured).",
+)
 def eval_run(
     datasets: tuple[str, ...],
     engine: str,
@@ -251,6 +258,7 @@ def eval_run(
     cache_dir: str | None,
     out: str,
     thresholds: str | None,
+    use_judge: bool,
 ) -> None:
     """Review every case (× --repeat) and report per-rule precision, recall, F1 and accuracy.
 
@@ -309,16 +317,16 @@ def eval_run(
     reviewer: Any = service.rules
     model_name: str | None = None
     prompt_info: dict[str, str] | None = None
-    if engine == "llm":
+    judge: Any = None
+    caller: Any = None
+    client: Any = None
+    if engine == "llm" or use_judge:
         from coach.engines.llm.call import ModelCaller
         from coach.engines.llm.client import make_client
-        from coach.engines.llm.engine import LLMEngine
 
+        flag = "--engine llm" if engine == "llm" else "--judge"
         if not settings.llm_model:
-            raise InputError("--engine llm needs a model: --model or COACH_LLM_MODEL")
-        # A fallback per case would flood stderr under the progress bar: rows.jsonl records
-        # each degraded review as an error row with its code instead.
-        configure_logging("ERROR")
+            raise InputError(f"{flag} needs a model: --model or COACH_LLM_MODEL")
         if not replay:
             service.resolve("llm")  # a clear error when nothing can be called
         client = None if replay else make_client(settings)
@@ -327,6 +335,16 @@ def eval_run(
         )
         directory = Path(cache_dir) if cache_dir else settings.data_dir / "eval-cache"
         caller = RecordingCaller(Recordings(directory), inner, replay=replay)
+    if use_judge:
+        from coach.engines.llm.judge import Judge
+
+        judge = Judge(settings, book, caller=caller)
+    if engine == "llm":
+        from coach.engines.llm.engine import LLMEngine
+
+        # A fallback per case would flood stderr under the progress bar: rows.jsonl records
+        # each degraded review as an error row with its code instead.
+        configure_logging("ERROR")
         # The engine's own review cache is off: repeats must reach the (recording) caller.
         reviewer = LLMEngine(book, settings, client=client, cache=MemoryCache(0, 0), caller=caller)
         model_name = reviewer.model
@@ -335,10 +353,22 @@ def eval_run(
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
 
+    judged: Any = None
+
+    def merged(fresh: list[Any]) -> list[Any]:
+        new = {(r.case_id, r.repeat): r for r in fresh}
+        return [
+            new.get((c.id, k)) or kept[(c.id, k)]
+            for c in cases
+            for k in range(repeat)
+            if (c.id, k) in new or (c.id, k) in kept
+        ]
+
     async def run() -> list[Any]:
+        nonlocal judged
         try:
             with progress(len(todo), f"{engine} eval") as bar:
-                return await run_rows(
+                fresh = await run_rows(
                     todo,
                     reviewer,
                     engine=engine,
@@ -348,23 +378,34 @@ def eval_run(
                     replay=replay,
                     on_row=lambda _row: bar.advance(bar.task_ids[0]),
                 )
+            if judge is not None:
+                from coach.evals.judging import JudgeRun
+
+                by_id = {c.id: c for c in cases}
+                rewrites = [
+                    (by_id[r.case_id], r.repeat, r.rewrite)
+                    for r in merged(fresh)
+                    if r.error is None and r.rewrite is not None
+                ]
+                judged = await JudgeRun(judge, concurrency=concurrency, replay=replay).run(
+                    cases, rewrites
+                )
+            return fresh
         finally:
             closer = getattr(reviewer, "aclose", None)
             if closer is not None:
                 await closer()
+            elif client is not None:
+                await client.close()
             configure_logging("WARNING")  # as the command group set it
+
+    from coach.evals.judging import JudgeReplayMiss
 
     try:
         fresh = asyncio.run(run())
-    except ReplayMissError as exc:
+    except (ReplayMissError, JudgeReplayMiss) as exc:
         _die(str(exc), EXIT_HARNESS)
-    new = {(r.case_id, r.repeat): r for r in fresh}
-    rows = [
-        new.get((c.id, k)) or kept[(c.id, k)]
-        for c in cases
-        for k in range(repeat)
-        if (c.id, k) in new or (c.id, k) in kept
-    ]
+    rows = merged(fresh)
     result = build_result(
         rows,
         engine=engine,
@@ -372,6 +413,15 @@ def eval_run(
         datasets=list(datasets),
         seconds=time.perf_counter() - started,
     )
+    if judge is not None and judged is not None:
+        from coach.evals.judging import judge_summary
+
+        result.judge = judge_summary(
+            judged,
+            model=judge.model,
+            prompt={"version": judge.prompt.version, "digest": judge.prompt.digest},
+            has_rewrites=rewrite,
+        )
     write_rows(out_dir, rows)
     write_manifest(
         out_dir,
@@ -388,6 +438,7 @@ def eval_run(
                 "max_cost": max_cost,
                 "rewrite": rewrite,
                 "replay": replay,
+                "judge": use_judge,
                 "retried_rows": len(todo) if retry_errors else None,
                 **(
                     {
@@ -395,7 +446,7 @@ def eval_run(
                         "max_tokens": settings.llm_max_tokens,
                         "response_format": settings.llm_response_format,
                     }
-                    if engine == "llm"
+                    if engine == "llm" or use_judge
                     else {}
                 ),
             },

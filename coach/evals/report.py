@@ -123,6 +123,7 @@ def markdown(result: EvalResult) -> str:
         cells = [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in (w["precision"], w["recall"], w["accuracy"])]
         lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     lines += _evidence_lines(report["evidence"]) + _rewrite_lines(report["rewrites"])
+    lines += _judge_lines(report["judge"])
     lines += ["", "## Run", "", *(f"- {line}" for line in _run_lines(report))]
     return "\n".join(lines) + "\n"
 
@@ -182,6 +183,58 @@ def _rewrite_lines(rewrites: dict[str, Any] | None) -> list[str]:
             "",
             "Rules the rewrites still fail: " + ", ".join(f"{k} ({v})" for k, v in failed.items()),
         ]
+    return lines
+
+
+def _kappa(entry: dict[str, Any]) -> str:
+    return "–" if entry["kappa"] is None else f"{entry['kappa']:.3f} (n {entry['n']})"
+
+
+def _judge_lines(judge: dict[str, Any] | None) -> list[str]:
+    if not judge:
+        return []
+    agreement = judge["agreement"]
+    trust = "trusted" if judge["trusted"] else "**untrusted**"
+    lines = [
+        "",
+        "## LLM judge",
+        "",
+        f"Prompt judge/{judge['prompt']['version']}, model `{judge['model']}`. Agreement with "
+        f"the labels on {agreement['cases']} original drafts (Cohen's kappa, `fail` against "
+        f"not `fail`): overall {_kappa(agreement)} — {trust} "
+        f"(threshold {judge['trust_kappa']}).",
+        "",
+        "| rule | kappa (n) |",
+        "|---|---|",
+    ]
+    lines += [f"| {rule} | {_kappa(e)} |" for rule, e in agreement["rules"].items()]
+    if agreement["errors"]:
+        lines += [
+            "",
+            "Judge errors: " + ", ".join(f"{k} ({v})" for k, v in agreement["errors"].items()),
+        ]
+    rewrites = judge["rewrites"]
+    if rewrites:
+        flag = (
+            " **Untrusted: the judge's agreement is below the threshold.**"
+            if rewrites["untrusted"]
+            else ""
+        )
+        lines += [
+            "",
+            f"Rewrites judged: {rewrites['n']}.{flag}",
+            "",
+            "| rule | passing share (n; Wilson 95%) |",
+            "|---|---|",
+        ]
+        lines += [f"| {rule} | {_share(e)} |" for rule, e in rewrites["rules"].items()]
+        lines.append(f"| **every rule** | {_share(rewrites['all_pass'])} |")
+        if rewrites["errors"]:
+            lines += [
+                "",
+                "Judge errors on rewrites: "
+                + ", ".join(f"{k} ({v})" for k, v in rewrites["errors"].items()),
+            ]
     return lines
 
 

@@ -344,6 +344,8 @@ class EvalResult:
     slices: dict[str, dict[str, Confusion]]
     seconds: float
     records: list[Row] = field(default_factory=list)
+    #: `--judge`: the LLM judge's agreement and rewrite scores (`coach.evals.judging`).
+    judge: dict[str, Any] | None = None
 
     @property
     def headline(self) -> dict[str, float]:
@@ -509,6 +511,7 @@ class EvalResult:
             "repeats": self.stability(),
             "evidence": self.evidence(),
             "rewrites": self.rewrites(),
+            "judge": self.judge,
         }
 
 

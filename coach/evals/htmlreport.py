@@ -265,6 +265,7 @@ def render_report(
                 )
                 + "</p>"
             )
+    body += _judge_html(report.get("judge"))
     wrong = [w for w in wrong if w[1]]
     if wrong:
         more = len(wrong) - max_wrong
@@ -301,6 +302,43 @@ def render_report(
         run.append(f"created {_e(report['created'])}")
     body += ["<h2>Run</h2>", "<ul>", *(f"<li>{line}</li>" for line in run), "</ul>"]
     return _page(title, body)
+
+
+def _kappa_cell(entry: dict[str, Any]) -> str:
+    kappa = entry.get("kappa")
+    return f"{_fmt(kappa)} (n={_e(entry.get('n', 0))})"
+
+
+def _judge_html(judge: dict[str, Any] | None) -> list[str]:
+    """The LLM judge: agreement with the labels first, then the rewrites it judged."""
+    if not judge:
+        return []
+    agreement = judge["agreement"]
+    trust = "trusted" if judge["trusted"] else "<b>untrusted</b>"
+    body = [
+        "<h2>LLM judge</h2>",
+        f"<p>Agreement with the labels on {_e(agreement['cases'])} original drafts (Cohen's "
+        f"kappa): overall {_kappa_cell(agreement)} — {trust} "
+        f"(threshold {_e(judge['trust_kappa'])}).</p>",
+        _table(
+            ["rule", "kappa"],
+            ([_e(rule), _kappa_cell(entry)] for rule, entry in agreement["rules"].items()),
+        ),
+    ]
+    rewrites = judge.get("rewrites")
+    if rewrites:
+        flag = " <b>Untrusted: agreement below the threshold.</b>" if rewrites["untrusted"] else ""
+        body += [
+            f"<p>Rewrites judged: {_e(rewrites['n'])}.{flag}</p>",
+            _table(
+                ["rule", "passing share"],
+                [
+                    *([_e(rule), _share_cell(e)] for rule, e in rewrites["rules"].items()),
+                    ["<b>every rule</b>", _share_cell(rewrites["all_pass"])],
+                ],
+            ),
+        ]
+    return body
 
 
 def render_compare(data: dict[str, Any]) -> str:

@@ -211,6 +211,8 @@ def test_eval_run_judge_records_with_the_fake_server_then_replays(
     assert judge["rewrites"]["n"] == 4 and judge["rewrites"]["errors"] == {}
     assert judge["rewrites"]["untrusted"] is (judge["agreement"]["kappa"] < 0.6)
     assert "## LLM judge" in (tmp_path / "live" / "report.md").read_text("utf-8")
+    page = (tmp_path / "live" / "report.html").read_text("utf-8")
+    assert "<h2>LLM judge</h2>" in page and "kappa" in page
     manifest = json.loads((tmp_path / "live" / "manifest.json").read_text("utf-8"))
     assert manifest["parameters"]["judge"] is True
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import time
 from typing import Any
 
@@ -22,7 +21,13 @@ from coach.engines.llm.cache import ReviewCache, cache_key, make_cache
 from coach.engines.llm.call import CallStats, ModelCaller
 from coach.engines.llm.client import make_client
 from coach.engines.llm.pricing import estimate_cost, load_prices
-from coach.engines.llm.prompts import PromptSet, load_prompt, render_review_prompt
+from coach.engines.llm.prompts import (
+    PromptSet,
+    completion_request,
+    load_prompt,
+    render_review_prompt,
+    schema_hint,
+)
 from coach.engines.llm.schema import LLMReview, strict_schema
 from coach.engines.rules.engine import RuleEngine
 from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout
@@ -130,30 +135,7 @@ class LLMEngine:
         )
 
     def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        if self.settings.llm_response_format == "json_schema":
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": self.prompt.schema_name,
-                    "schema": self._schema,
-                    "strict": True,
-                },
-            }
-        else:
-            response_format = {"type": "json_object"}
-        return {
-            "model": self.model,
-            "messages": messages,
-            "response_format": response_format,
-            "temperature": self.settings.llm_temperature,
-            "max_tokens": self.settings.llm_max_tokens,
-        }
-
-    def _schema_hint(self) -> str:
-        if self.settings.llm_response_format == "json_schema":
-            return "The response format enforces the schema."
-        # JSON mode has no schema enforcement: the schema goes into the prompt instead.
-        return "It must follow this JSON schema:\n" + json.dumps(self._schema, ensure_ascii=False)
+        return completion_request(self.prompt, self.settings, self._schema, messages)
 
     async def _review(
         self, request: ReviewRequest, language: Any, rewrite: bool, stats: CallStats, started: float
@@ -166,7 +148,7 @@ class LLMEngine:
             request,
             language,
             rewrite=rewrite,
-            schema_hint=self._schema_hint(),
+            schema_hint=schema_hint(self.settings, self._schema),
         )
         messages = prompt.messages
         completion = await self.caller.complete(

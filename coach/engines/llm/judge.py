@@ -9,14 +9,20 @@ engine it has no fallback and no repair turn: one call, validated, and any failu
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from coach.engines.llm.call import CallStats, ModelCaller
 from coach.engines.llm.client import make_client
-from coach.engines.llm.prompts import PromptSet, delimiters, load_prompt, render_rulebook
+from coach.engines.llm.prompts import (
+    PromptSet,
+    completion_request,
+    draft_values,
+    load_prompt,
+    render_rulebook,
+    schema_hint,
+)
 from coach.engines.llm.schema import LLMRuleVerdict, _Out, strict_schema
 from coach.errors import LLMInvalidOutput
 from coach.models import Context, Kind, Language
@@ -28,8 +34,6 @@ __all__ = ["JUDGE_PROMPT_VERSION", "Judge", "LLMJudgement"]
 
 #: The rubric is fixed: changing it means a new version folder under prompts/judge/.
 JUDGE_PROMPT_VERSION = "v1"
-
-_LANGUAGE_NAMES = {Language.en: "English", Language.he: "Hebrew"}
 
 
 class LLMJudgement(_Out):
@@ -64,51 +68,18 @@ class Judge:
             self._caller = ModelCaller(client, max_attempts=self.settings.llm_max_attempts)
         return self._caller
 
-    def _schema_hint(self) -> str:
-        if self.settings.llm_response_format == "json_schema":
-            return "The response format enforces the schema."
-        return "It must follow this JSON schema:\n" + json.dumps(self._schema, ensure_ascii=False)
-
     def request(
         self, text: str, kind: Kind, language: Language | None, context: Context | None
     ) -> dict[str, Any]:
         """The chat.completions request body for one text."""
-        language = language or detect_language(text)
-        open_line, close_line = delimiters(text)
-        dumped = (
-            context.model_dump(mode="json", by_alias=True, exclude_none=True) if context else None
-        )
-        messages = self.prompt.render(
-            {
-                "rulebook": self._rulebook_text,
-                "schema_hint": self._schema_hint(),
-                "kind": Kind(kind).value,
-                "language": language.value,
-                "language_name": _LANGUAGE_NAMES[language],
-                "context": json.dumps(dumped, ensure_ascii=False, sort_keys=True),
-                "open": open_line,
-                "close": close_line,
-                "draft": text,
-            }
-        )
-        if self.settings.llm_response_format == "json_schema":
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": self.prompt.schema_name,
-                    "schema": self._schema,
-                    "strict": True,
-                },
-            }
-        else:
-            response_format = {"type": "json_object"}
-        return {
-            "model": self.model,
-            "messages": messages,
-            "response_format": response_format,
-            "temperature": self.settings.llm_temperature,
-            "max_tokens": self.settings.llm_max_tokens,
+        values = {
+            "rulebook": self._rulebook_text,
+            "schema_hint": schema_hint(self.settings, self._schema),
+            **draft_values(text, kind, language or detect_language(text), context),
         }
+        return completion_request(
+            self.prompt, self.settings, self._schema, self.prompt.render(values)
+        )
 
     async def judge(
         self,

@@ -25,10 +25,21 @@ import yaml
 from pydantic import BaseModel
 
 from coach.errors import PromptError
-from coach.models import Kind, Language, ReviewRequest
+from coach.models import Context, Kind, Language, ReviewRequest
 from coach.rulebook import Rulebook
+from coach.settings import Settings
 
-__all__ = ["PromptSet", "RenderedPrompt", "delimiters", "load_prompt", "render_rulebook"]
+__all__ = [
+    "PromptSet",
+    "RenderedPrompt",
+    "completion_request",
+    "delimiters",
+    "draft_values",
+    "load_prompt",
+    "render_review_prompt",
+    "render_rulebook",
+    "schema_hint",
+]
 
 _LANGUAGE_NAMES = {Language.en: "English", Language.he: "Hebrew"}
 
@@ -147,6 +158,54 @@ def render_rulebook(rulebook: Rulebook) -> str:
     return "\n".join(lines)
 
 
+def draft_values(
+    text: str, kind: Kind, language: Language, context: Context | None
+) -> dict[str, str]:
+    """The per-draft variables every prompt's user message shares: kind, language, context,
+    and the draft between its delimiter lines."""
+    open_line, close_line = delimiters(text)
+    dumped: Any = (
+        context.model_dump(mode="json", by_alias=True, exclude_none=True) if context else None
+    )
+    return {
+        "kind": Kind(kind).value,
+        "language": language.value,
+        "language_name": _LANGUAGE_NAMES[language],
+        "context": json.dumps(dumped, ensure_ascii=False, sort_keys=True),
+        "open": open_line,
+        "close": close_line,
+        "draft": text,
+    }
+
+
+def schema_hint(settings: Settings, schema: dict[str, Any]) -> str:
+    if settings.llm_response_format == "json_schema":
+        return "The response format enforces the schema."
+    # JSON mode has no schema enforcement: the schema goes into the prompt instead.
+    return "It must follow this JSON schema:\n" + json.dumps(schema, ensure_ascii=False)
+
+
+def completion_request(
+    prompt: PromptSet, settings: Settings, schema: dict[str, Any], messages: list[dict[str, str]]
+) -> dict[str, Any]:
+    """The chat.completions body: structured output by the prompt's schema, or JSON mode."""
+    response_format: dict[str, Any] = (
+        {
+            "type": "json_schema",
+            "json_schema": {"name": prompt.schema_name, "schema": schema, "strict": True},
+        }
+        if settings.llm_response_format == "json_schema"
+        else {"type": "json_object"}
+    )
+    return {
+        "model": settings.llm_model or "",
+        "messages": messages,
+        "response_format": response_format,
+        "temperature": settings.llm_temperature,
+        "max_tokens": settings.llm_max_tokens,
+    }
+
+
 def render_review_prompt(
     prompt: PromptSet,
     rulebook: Rulebook,
@@ -156,22 +215,10 @@ def render_review_prompt(
     rewrite: bool,
     schema_hint: str,
 ) -> RenderedPrompt:
-    open_line, close_line = delimiters(request.text)
-    context: Any = (
-        request.context.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if request.context
-        else None
-    )
     values = {
         "rulebook": render_rulebook(rulebook),
         "schema_hint": schema_hint,
-        "kind": Kind(request.kind).value,
-        "language": language.value,
-        "language_name": _LANGUAGE_NAMES[language],
-        "context": json.dumps(context, ensure_ascii=False, sort_keys=True),
         "rewrite_instruction": "Rewrite: yes" if rewrite else "Rewrite: no",
-        "open": open_line,
-        "close": close_line,
-        "draft": request.text,
+        **draft_values(request.text, request.kind, language, request.context),
     }
-    return RenderedPrompt(prompt.render(values), open_line, close_line)
+    return RenderedPrompt(prompt.render(values), values["open"], values["close"])

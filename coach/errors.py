@@ -22,6 +22,8 @@ Messages never contain the text of a draft: they name fields, limits, files and 
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
     "CoachError",
     "ConfigError",
@@ -38,6 +40,7 @@ __all__ = [
     "LLMTruncated",
     "PromptError",
     "RulebookError",
+    "first_validation_error",
 ]
 
 
@@ -102,3 +105,11 @@ class LLMContentFiltered(LLMError):
 
 class LLMInvalidOutput(LLMError):
     code = "invalid_output"
+
+
+def first_validation_error(exc: ValidationError) -> str:
+    """The first error of a pydantic validation as "field.path: message" (or the message alone).
+    Built from the location and message only: never from the input, which may be a draft."""
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])

@@ -17,7 +17,7 @@ from rich.console import Console
 from coach.cli.eval_compare import compare
 from coach.cli.keys import keys
 from coach.cli.serve import serve
-from coach.errors import CoachError, InputError
+from coach.errors import CoachError, InputError, first_validation_error
 from coach.logs import configure_logging
 from coach.models import (
     MAX_TEXT_CHARS,
@@ -90,8 +90,7 @@ def _load_context(path: str | None, relationship: str | None) -> Context | None:
     try:
         return Context.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"context: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise InputError(f"context: {first_validation_error(exc)}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

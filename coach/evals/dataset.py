@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from coach.errors import DatasetError
+from coach.errors import DatasetError, first_validation_error
 from coach.models import Context, DraftText, Kind, Language, ReviewRequest
 
 __all__ = ["Case", "iter_cases", "load_cases"]
@@ -71,10 +71,7 @@ def _numbered_cases(path: Path, known_rules: set[str] | None) -> Iterator[tuple[
             try:
                 case = Case.model_validate(data)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                message = f"{where}: {err['msg']}" if where else str(err["msg"])
-                raise DatasetError(f"{path}:{number}: {message}") from None
+                raise DatasetError(f"{path}:{number}: {first_validation_error(exc)}") from None
             if known_rules is not None:
                 unknown = set(case.expected) - known_rules
                 if unknown:

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from coach.errors import ConfigError
+from coach.errors import ConfigError, first_validation_error
 from coach.evals.runner import EvalResult
 
 __all__ = ["Minimums", "Thresholds", "check", "load_thresholds"]
@@ -50,9 +50,7 @@ def load_thresholds(path: Path, engine: str) -> Thresholds | None:
     try:
         return Thresholds.model_validate(raw[engine])
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"thresholds {path}: {engine}.{where}: {err['msg']}") from None
+        raise ConfigError(f"thresholds {path}: {engine}.{first_validation_error(exc)}") from None
 
 
 def _misses(name: str, minimums: Minimums, f1: float | None, accuracy: float | None) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from coach.errors import RulebookError
+from coach.errors import RulebookError, first_validation_error
 from coach.rulebook.model import Rule, Rulebook
 
 __all__ = ["default_rulebook", "load_rulebook", "parse_rulebook"]
@@ -51,12 +51,6 @@ def load_rulebook(path: Path | str | None) -> Rulebook:
     return parse_rulebook(text, source=f"rulebook {path}")
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"])
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
-
-
 def parse_rulebook(text: str, *, source: str) -> Rulebook:
     try:
         data = yaml.safe_load(text)
@@ -79,7 +73,7 @@ def parse_rulebook(text: str, *, source: str) -> Rulebook:
                 {"version": data.get("version"), "rules": data.get("rules")}
             )
         except ValidationError as exc:
-            raise RulebookError(f"{source}: {_first_error(exc)}") from None
+            raise RulebookError(f"{source}: {first_validation_error(exc)}") from None
         _check_unique(book.rules, source)
         return book
     if extends != "default":
@@ -118,11 +112,13 @@ def _extend(base: Rulebook, data: dict[str, Any], source: str) -> Rulebook:
         try:
             rules.append(Rule.model_validate({**rule.model_dump(by_alias=True), **change}))
         except ValidationError as exc:
-            raise RulebookError(f"{source}: overrides.{rule.id}.{_first_error(exc)}") from None
+            raise RulebookError(
+                f"{source}: overrides.{rule.id}.{first_validation_error(exc)}"
+            ) from None
     try:
         added = [Rule.model_validate(item) for item in data.get("rules") or []]
     except ValidationError as exc:
-        raise RulebookError(f"{source}: rules.{_first_error(exc)}") from None
+        raise RulebookError(f"{source}: rules.{first_validation_error(exc)}") from None
     rules.extend(added)
     _check_unique(rules, source)
     version = data.get("version")

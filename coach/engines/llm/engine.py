@@ -30,7 +30,7 @@ from coach.engines.llm.prompts import (
 )
 from coach.engines.llm.schema import LLMReview, strict_schema
 from coach.engines.rules.engine import RuleEngine
-from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout
+from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout, first_validation_error
 from coach.logs import fingerprint, get_logger
 from coach.models import Review, ReviewRequest, Usage
 from coach.rulebook import Rulebook
@@ -161,7 +161,7 @@ class LLMEngine:
             repair = [
                 *copy.deepcopy(messages),
                 {"role": "assistant", "content": completion.content},
-                {"role": "user", "content": _REPAIR.format(problem=_problem(first))},
+                {"role": "user", "content": _REPAIR.format(problem=first_validation_error(first))},
             ]
             if loop.time() >= deadline:
                 raise LLMTimeout("the review deadline passed before the repair call") from None
@@ -172,7 +172,7 @@ class LLMEngine:
                 parsed = LLMReview.model_validate_json(completion.content)
             except ValidationError as second:
                 raise LLMInvalidOutput(
-                    f"invalid output after one repair ({_problem(second)})"
+                    f"invalid output after one repair ({first_validation_error(second)})"
                 ) from None
         usage = self._usage(stats, started)
         review = assemble_review(
@@ -224,12 +224,6 @@ class LLMEngine:
                 "usage": self._usage(stats, started) if stats.calls else None,
             }
         )
-
-
-def _problem(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 
 @register("llm")

@@ -24,7 +24,7 @@ from coach.engines.llm.prompts import (
     schema_hint,
 )
 from coach.engines.llm.schema import LLMRuleVerdict, _Out, strict_schema
-from coach.errors import LLMInvalidOutput
+from coach.errors import LLMInvalidOutput, first_validation_error
 from coach.models import Context, Kind, Language
 from coach.rulebook import Rulebook
 from coach.settings import Settings
@@ -96,9 +96,8 @@ class Judge:
         try:
             parsed = LLMJudgement.model_validate_json(completion.content)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise LLMInvalidOutput(f"invalid judgement ({where}: {err['msg']})") from None
+            problem = first_validation_error(exc)
+            raise LLMInvalidOutput(f"invalid judgement ({problem})") from None
         wanted = {rule.id for rule in self.rulebook.enabled}
         verdicts = {v.rule_id: v.verdict for v in parsed.rules if v.rule_id in wanted}
         missing = sorted(wanted - verdicts.keys())

@@ -54,10 +54,22 @@ class ReviewService:
         return self._engines[name]
 
     async def review(
-        self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
+        self,
+        request: ReviewRequest,
+        *,
+        engine: str = "rules",
+        rewrite: bool = True,
+        strict: bool = False,
     ) -> Review:
+        """`strict`: raise the engine's `LLMError` instead of degrading to the rule engine
+        (batch jobs retry the item later instead)."""
         started = time.perf_counter()
-        result = await self.engine(engine).review(request, rewrite=rewrite)
+        reviewer = self.engine(engine)
+        raising = getattr(reviewer, "review_or_raise", None) if strict else None
+        if raising is not None:
+            result: Review = await raising(request, rewrite=rewrite)
+        else:
+            result = await reviewer.review(request, rewrite=rewrite)
         self._log(request, result, started)
         return result
 

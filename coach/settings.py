@@ -49,6 +49,16 @@ _ENV: dict[str, str] = {
     "port": "COACH_PORT",
     "workers": "COACH_WORKERS",
     "log_level": "COACH_LOG_LEVEL",
+    "llm_rpm": "COACH_LLM_RPM",
+    "llm_tpm": "COACH_LLM_TPM",
+    "batch_concurrency": "COACH_BATCH_CONCURRENCY",
+    "batch_max_attempts": "COACH_BATCH_MAX_ATTEMPTS",
+    "batch_lease_s": "COACH_BATCH_LEASE",
+    "batch_max_items": "COACH_BATCH_MAX_ITEMS",
+    "worker_in_process": "COACH_WORKER_IN_PROCESS",
+    "webhook_secret": "COACH_WEBHOOK_SECRET",
+    "webhook_allow_private": "COACH_WEBHOOK_ALLOW_PRIVATE",
+    "webhook_max_attempts": "COACH_WEBHOOK_MAX_ATTEMPTS",
 }
 
 
@@ -87,6 +97,17 @@ class Settings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
     log_level: str = "INFO"
+    # -- scheduling (batch, eval harness, API jobs) ----------------------------------------
+    llm_rpm: int | None = Field(default=None, ge=1, description="Requests per minute budget.")
+    llm_tpm: int | None = Field(default=None, ge=1, description="Tokens per minute budget.")
+    batch_concurrency: int = Field(default=8, ge=1, le=1024)
+    batch_max_attempts: int = Field(default=5, ge=1, le=100)
+    batch_lease_s: float = Field(default=120.0, gt=0)
+    batch_max_items: int = Field(default=10_000, ge=1)
+    worker_in_process: bool = True
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -95,7 +116,7 @@ class Settings(BaseModel):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("auth", mode="before")
+    @field_validator("auth", "worker_in_process", "webhook_allow_private", mode="before")
     @classmethod
     def _on_off(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in {"off", "no", "0", "false"}:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -32,12 +33,12 @@ from coach.engines.llm.schema import LLMReview, strict_schema
 from coach.engines.rules.engine import RuleEngine
 from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout, first_validation_error
 from coach.logs import fingerprint, get_logger
-from coach.models import Review, ReviewRequest, Usage
+from coach.models import Language, Review, ReviewRequest, Usage
 from coach.rulebook import Rulebook
 from coach.settings import Settings
 from coach.text.language import detect_language
 
-__all__ = ["LLMEngine"]
+__all__ = ["LLMEngine", "PreparedReview"]
 
 log = get_logger("coach.llm")
 
@@ -45,6 +46,13 @@ _REPAIR = (
     "Your previous answer was not valid JSON for the required schema ({problem}). "
     "Answer again with only the corrected JSON object."
 )
+
+
+@dataclass(frozen=True)
+class PreparedReview:
+    messages: list[dict[str, str]]
+    body: dict[str, Any]
+    language: Language
 
 
 class LLMEngine:
@@ -86,19 +94,12 @@ class LLMEngine:
     # -- the public entry point --------------------------------------------------------------
 
     async def review(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
-        language = request.language or detect_language(request.text)
-        key = self._cache_key(request, language.value, rewrite)
-        if (hit := self.cache.get(key)) is not None:
-            usage = (
-                hit.usage.model_copy(update={"cache_hit": True, "latency_ms": 0.0})
-                if hit.usage
-                else None
-            )
-            return hit.model_copy(update={"usage": usage})
+        """The model's review, or the rule engine's marked degraded: never raises for a
+        provider or model failure."""
         started = time.perf_counter()
         stats = CallStats()
         try:
-            review = await self._review(request, language, rewrite, stats, started)
+            return await self._cached_review(request, rewrite, stats, started)
         except LLMError as exc:
             return self._degraded(request, rewrite, exc.code, str(exc), stats, started)
         except Exception as exc:
@@ -108,8 +109,46 @@ class LLMEngine:
             return self._degraded(
                 request, rewrite, "internal_error", exc.__class__.__name__, stats, started
             )
-        self.cache.put(key, review)
-        return review
+
+    async def review_or_raise(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
+        """The model's review; raises the `LLMError` instead of degrading. For batch jobs,
+        which retry an item later rather than settle for the rule engine's answer."""
+        return await self._cached_review(request, rewrite, CallStats(), time.perf_counter())
+
+    def prepare(self, request: ReviewRequest, *, rewrite: bool = True) -> PreparedReview:
+        """The chat.completions body for one draft (also what a provider batch file holds)."""
+        language = request.language or detect_language(request.text)
+        prompt = render_review_prompt(
+            self.prompt,
+            self.rulebook,
+            request,
+            language,
+            rewrite=rewrite,
+            schema_hint=schema_hint(self.settings, self._schema),
+        )
+        return PreparedReview(
+            messages=prompt.messages, body=self._request(prompt.messages), language=language
+        )
+
+    def finish(
+        self,
+        content: str,
+        request: ReviewRequest,
+        language: Language,
+        *,
+        rewrite: bool,
+        usage: Usage,
+    ) -> Review:
+        """A `Review` from the model's answer; `LLMInvalidOutput` when it does not validate."""
+        try:
+            parsed = LLMReview.model_validate_json(content)
+        except ValidationError as exc:
+            raise LLMInvalidOutput(f"invalid output ({first_validation_error(exc)})") from None
+        return assemble_review(parsed, request, language, self.rules, rewrite=rewrite, usage=usage)
+
+    def cache_key(self, request: ReviewRequest, *, rewrite: bool = True) -> str:
+        language = request.language or detect_language(request.text)
+        return self._cache_key(request, language.value, rewrite)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -137,23 +176,29 @@ class LLMEngine:
     def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         return completion_request(self.prompt, self.settings, self._schema, messages)
 
+    async def _cached_review(
+        self, request: ReviewRequest, rewrite: bool, stats: CallStats, started: float
+    ) -> Review:
+        key = self.cache_key(request, rewrite=rewrite)
+        if (hit := self.cache.get(key)) is not None:
+            usage = (
+                hit.usage.model_copy(update={"cache_hit": True, "latency_ms": 0.0})
+                if hit.usage
+                else None
+            )
+            return hit.model_copy(update={"usage": usage})
+        review = await self._review(request, rewrite, stats, started)
+        self.cache.put(key, review)
+        return review
+
     async def _review(
-        self, request: ReviewRequest, language: Any, rewrite: bool, stats: CallStats, started: float
+        self, request: ReviewRequest, rewrite: bool, stats: CallStats, started: float
     ) -> Review:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.llm_deadline_s
-        prompt = render_review_prompt(
-            self.prompt,
-            self.rulebook,
-            request,
-            language,
-            rewrite=rewrite,
-            schema_hint=schema_hint(self.settings, self._schema),
-        )
-        messages = prompt.messages
-        completion = await self.caller.complete(
-            self._request(messages), deadline=deadline, stats=stats
-        )
+        prepared = self.prepare(request, rewrite=rewrite)
+        messages = prepared.messages
+        completion = await self.caller.complete(prepared.body, deadline=deadline, stats=stats)
         try:
             parsed = LLMReview.model_validate_json(completion.content)
         except ValidationError as first:
@@ -176,7 +221,7 @@ class LLMEngine:
                 ) from None
         usage = self._usage(stats, started)
         review = assemble_review(
-            parsed, request, language, self.rules, rewrite=rewrite, usage=usage
+            parsed, request, prepared.language, self.rules, rewrite=rewrite, usage=usage
         )
         log.info(
             "llm_review",

@@ -12,11 +12,25 @@ from __future__ import annotations
 
 from coach.settings import Settings
 from coach.store.base import KeyRecord, Principal, Store
+from coach.store.batches import (
+    BatchRecord,
+    ClaimedItem,
+    IdempotencyConflict,
+    ItemResult,
+    NewItem,
+    OutboxEvent,
+)
 from coach.store.migrate import migrate, upgrade
 from coach.store.sql import SqlStore, StoredKey, StoreError, make_engine
 
 __all__ = [
+    "BatchRecord",
+    "ClaimedItem",
+    "IdempotencyConflict",
+    "ItemResult",
     "KeyRecord",
+    "NewItem",
+    "OutboxEvent",
     "Principal",
     "SqlStore",
     "Store",
@@ -27,7 +41,7 @@ __all__ = [
 ]
 
 
-async def open_store(settings: Settings) -> Store:
+async def open_store(settings: Settings) -> SqlStore:
     """The store for `settings.resolved_database_url`, migrated to head.
 
     With no COACH_DATABASE_URL this is SQLite at `<data_dir>/coach.db`; the data directory is

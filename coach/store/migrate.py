@@ -34,7 +34,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from coach.store.sql import StoreError, database_errors, make_engine, metadata
+from coach.store.db import StoreError, database_errors, make_engine
+from coach.store.schema import metadata
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -147,7 +148,7 @@ async def current_revision(url: str) -> str | None:
 
 
 async def schema_drift(url: str) -> list[str]:
-    """Differences between the migrated database and the tables in `coach.store.sql`; empty
+    """Differences between the migrated database and the tables in `coach.store.schema`; empty
     when the migrations and the code agree."""
 
     def work(conn: Connection) -> list[str]:

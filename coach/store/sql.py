@@ -32,35 +32,25 @@ import hmac
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Dialect,
-    Index,
-    MetaData,
-    String,
-    Table,
-    TypeDecorator,
-    UniqueConstraint,
-    event,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from coach.errors import CoachError, ConfigError, InputError
+from coach.errors import InputError
 from coach.store.base import KeyRecord, Principal
+from coach.store.batches import BatchStore
+from coach.store.db import (
+    StoreError,
+    database_errors,
+    database_url,
+    describe_error,
+    make_engine,
+)
+from coach.store.schema import api_keys, metadata
 
 __all__ = [
     "KEY_PATTERN",
@@ -70,7 +60,9 @@ __all__ = [
     "StoreError",
     "StoredKey",
     "api_keys",
+    "database_errors",
     "database_url",
+    "describe_error",
     "generate_key",
     "hash_key",
     "make_engine",
@@ -91,58 +83,6 @@ _KEY_LENGTH = 58
 _SECRET_BYTES = 32
 _PREFIX_BYTES = 4
 _PING_TIMEOUT_S = 5.0
-
-
-class StoreError(CoachError):
-    """The database could not be reached or failed; the message holds no credentials."""
-
-
-# -- schema ------------------------------------------------------------------------------------
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC timestamp on every database (SQLite stores no offset)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: store timezone-aware UTC values")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-#: Keep in step with the migrations (a test compares them).
-api_keys = Table(
-    "api_keys",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("tenant", String(200), nullable=False),
-    Column("prefix", String(32), nullable=False),
-    Column("key_hash", String(64), nullable=False),
-    Column("created_at", UTCDateTime(), nullable=False),
-    Column("revoked_at", UTCDateTime(), nullable=True),
-    Column("last_used_at", UTCDateTime(), nullable=True),
-    UniqueConstraint("prefix"),
-    Index("ix_api_keys_tenant", "tenant"),
-)
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -184,107 +124,6 @@ def _check_tenant(tenant: str) -> str:
     return tenant
 
 
-# -- engines -----------------------------------------------------------------------------------
-
-_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-}
-
-
-def database_url(raw: str) -> URL:
-    """The URL with its async driver; ConfigError for an unsupported or unparsable one.
-
-    Messages name the setting, never the URL (it may hold a password)."""
-    try:
-        url = make_url(raw)
-    except (ArgumentError, ValueError):
-        raise ConfigError("COACH_DATABASE_URL: not a valid database URL") from None
-    driver = _DRIVERS.get(url.drivername)
-    if driver is None:
-        raise ConfigError(
-            f"COACH_DATABASE_URL: unsupported database {url.drivername!r}; "
-            "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
-        )
-    url = url.set(drivername=driver)
-    if driver.startswith("sqlite") and url.database in (None, "", ":memory:"):
-        raise ConfigError("COACH_DATABASE_URL: in-memory SQLite is not supported; give a file")
-    return url
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    if not url.drivername.startswith("sqlite") or not url.database:
-        return None
-    if url.database.startswith("file:"):  # a URI filename: leave it to SQLite
-        return None
-    return Path(url.database)
-
-
-def make_engine(raw_url: str, *, for_migrations: bool = False) -> AsyncEngine:
-    """An async engine for `raw_url`; creates the directory of a SQLite file.
-
-    `for_migrations`: no pool, and on SQLite every transaction is `BEGIN IMMEDIATE`, so the
-    database is write-locked from the moment Alembic reads its version until the commit: two
-    processes starting at once then migrate one after the other."""
-    url = database_url(raw_url)
-    kwargs: dict[str, Any] = {}
-    if url.drivername.startswith("postgresql"):
-        search_path = url.query.get("search_path")
-        if search_path is not None:
-            if not isinstance(search_path, str):
-                raise ConfigError("COACH_DATABASE_URL: give search_path once")
-            url = url.difference_update_query(["search_path"])
-            kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
-        if not for_migrations:
-            kwargs["pool_pre_ping"] = True
-    if (path := _sqlite_file(url)) is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"database directory {path.parent}: cannot create ({exc.strerror})"
-            ) from None
-        kwargs["connect_args"] = {"timeout": 30.0}
-    if for_migrations:
-        kwargs["poolclass"] = NullPool
-    engine = create_async_engine(url, **kwargs)
-    if for_migrations and url.drivername.startswith("sqlite"):
-        _begin_immediate(engine)
-    return engine
-
-
-def _begin_immediate(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line description of a database error without SQL, parameters or credentials."""
-    cause: BaseException = exc
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        cause = exc.orig
-    detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
-    name = type(cause).__name__
-    return f"{name}: {detail}" if detail else name
-
-
-@asynccontextmanager
-async def database_errors(action: str) -> AsyncIterator[None]:
-    """Re-raise database and connection failures as `StoreError`."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"database error while {action}: {describe_error(exc)}") from exc
-
-
 # -- the store ---------------------------------------------------------------------------------
 
 
@@ -299,8 +138,9 @@ def _record(row: Any) -> StoredKey:
     )
 
 
-class SqlStore:
-    """`Store` on an `AsyncEngine` whose schema is migrated (see `coach.store.open_store`)."""
+class SqlStore(BatchStore):
+    """`Store` on an `AsyncEngine` whose schema is migrated (see `coach.store.open_store`);
+    batch jobs are in `coach.store.batches`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine

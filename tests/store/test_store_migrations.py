@@ -26,18 +26,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def test_head_is_the_api_keys_migration() -> None:
-    assert head_revision() == "0001"
+def test_head_is_the_batches_migration() -> None:
+    assert head_revision() == "0002"
 
 
 def test_migrate_creates_the_table_and_is_idempotent(db_url: str) -> None:
     assert asyncio.run(current_revision(db_url)) is None
     migrate(db_url)
-    assert asyncio.run(current_revision(db_url)) == "0001"
+    assert asyncio.run(current_revision(db_url)) == "0002"
     # the migrated schema is exactly the tables the code declares (columns, types, index, unique)
     assert asyncio.run(schema_drift(db_url)) == []
     migrate(db_url)
-    assert asyncio.run(current_revision(db_url)) == "0001"
+    assert asyncio.run(current_revision(db_url)) == "0002"
     assert asyncio.run(schema_drift(db_url)) == []
 
 
@@ -47,7 +47,7 @@ def test_open_store_migrates_and_reopens(db_url: str, tmp_path: Path) -> None:
             key, _ = await store.create_key("acme")
         async with store_at(db_url, tmp_path) as store:  # a restart: migrations are a no-op
             assert await store.authenticate(key) is not None
-        assert await current_revision(db_url) == "0001"
+        assert await current_revision(db_url) == head_revision()
 
     asyncio.run(scenario())
 
@@ -63,7 +63,7 @@ def test_concurrent_open_store_from_tasks(db_url: str, tmp_path: Path) -> None:
         finally:
             for store in stores:
                 await store.close()
-        assert await current_revision(db_url) == "0001"
+        assert await current_revision(db_url) == head_revision()
         assert await schema_drift(db_url) == []
 
     asyncio.run(scenario())
@@ -80,7 +80,7 @@ def test_concurrent_starts_on_different_databases(db_url: str, tmp_path: Path) -
         for store in stores:
             await store.close()
         for url in urls:
-            assert await current_revision(url) == "0001"
+            assert await current_revision(url) == head_revision()
             assert await schema_drift(url) == []
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
@@ -101,7 +101,7 @@ def test_concurrent_migrate_from_processes(db_url: str) -> None:
     for proc in procs:
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-    assert asyncio.run(current_revision(db_url)) == "0001"
+    assert asyncio.run(current_revision(db_url)) == head_revision()
     assert asyncio.run(schema_drift(db_url)) == []
 
 

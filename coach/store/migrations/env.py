@@ -13,7 +13,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from coach.store.migrate import VERSION_TABLE, run_locked
-from coach.store.sql import metadata
+from coach.store.schema import metadata
 
 config = context.config
 version_table = config.get_main_option("version_table") or VERSION_TABLE

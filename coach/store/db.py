@@ -1,0 +1,122 @@
+"""Database engines (SQLite and PostgreSQL URLs, drivers, SQLite file and locking) and the
+one translation of database failures into `StoreError`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from coach.errors import CoachError, ConfigError
+
+__all__ = ["StoreError", "database_errors", "database_url", "describe_error", "make_engine"]
+
+
+class StoreError(CoachError):
+    """The database could not be reached or failed; the message holds no credentials."""
+
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def database_url(raw: str) -> URL:
+    """The URL with its async driver; ConfigError for an unsupported or unparsable one.
+
+    Messages name the setting, never the URL (it may hold a password)."""
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise ConfigError("COACH_DATABASE_URL: not a valid database URL") from None
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ConfigError(
+            f"COACH_DATABASE_URL: unsupported database {url.drivername!r}; "
+            "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB"
+        )
+    url = url.set(drivername=driver)
+    if driver.startswith("sqlite") and url.database in (None, "", ":memory:"):
+        raise ConfigError("COACH_DATABASE_URL: in-memory SQLite is not supported; give a file")
+    return url
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    if not url.drivername.startswith("sqlite") or not url.database:
+        return None
+    if url.database.startswith("file:"):  # a URI filename: leave it to SQLite
+        return None
+    return Path(url.database)
+
+
+def make_engine(raw_url: str, *, for_migrations: bool = False) -> AsyncEngine:
+    """An async engine for `raw_url`; creates the directory of a SQLite file.
+
+    `for_migrations`: no pool, and on SQLite every transaction is `BEGIN IMMEDIATE`, so the
+    database is write-locked from the moment Alembic reads its version until the commit: two
+    processes starting at once then migrate one after the other."""
+    url = database_url(raw_url)
+    kwargs: dict[str, Any] = {}
+    if url.drivername.startswith("postgresql"):
+        search_path = url.query.get("search_path")
+        if search_path is not None:
+            if not isinstance(search_path, str):
+                raise ConfigError("COACH_DATABASE_URL: give search_path once")
+            url = url.difference_update_query(["search_path"])
+            kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
+        if not for_migrations:
+            kwargs["pool_pre_ping"] = True
+    if (path := _sqlite_file(url)) is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"database directory {path.parent}: cannot create ({exc.strerror})"
+            ) from None
+        kwargs["connect_args"] = {"timeout": 30.0}
+    if for_migrations:
+        kwargs["poolclass"] = NullPool
+    engine = create_async_engine(url, **kwargs)
+    if for_migrations and url.drivername.startswith("sqlite"):
+        _begin_immediate(engine)
+    return engine
+
+
+def _begin_immediate(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_driver_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of a database error without SQL, parameters or credentials."""
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig
+    detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+    name = type(cause).__name__
+    return f"{name}: {detail}" if detail else name
+
+
+@asynccontextmanager
+async def database_errors(action: str) -> AsyncIterator[None]:
+    """Re-raise database and connection failures as `StoreError`."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"database error while {action}: {describe_error(exc)}") from exc

@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 
+from coach.cli.batch import batch, worker
 from coach.cli.eval_compare import compare
 from coach.cli.keys import keys
 from coach.cli.serve import serve
@@ -204,6 +205,16 @@ EXIT_THRESHOLD = 3
 @click.option("--repeat", type=click.IntRange(1, 100), default=1, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option(
+    "--rpm",
+    type=click.IntRange(1),
+    help="Requests per minute budget for the LLM calls (default: COACH_LLM_RPM).",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(1),
+    help="Tokens per minute budget for the LLM calls (default: COACH_LLM_TPM).",
+)
+@click.option(
     "--max-cost",
     type=click.FloatRange(0),
     help="Budget in USD: stop before the estimated spend would exceed it (rows left: 'budget').",
@@ -250,6 +261,8 @@ def eval_run(
     model: str | None,
     repeat: int,
     concurrency: int,
+    rpm: int | None,
+    tpm: int | None,
     max_cost: float | None,
     rewrite: bool,
     retry_errors: bool,
@@ -311,6 +324,10 @@ def eval_run(
         updates["llm_model"] = model
     if prompt_version:
         updates["llm_prompt_version"] = prompt_version
+    if rpm is not None:
+        updates["llm_rpm"] = rpm
+    if tpm is not None:
+        updates["llm_tpm"] = tpm
     settings = settings.model_copy(update=updates)
     service = ReviewService(book, settings)
     reviewer: Any = service.rules
@@ -319,16 +336,20 @@ def eval_run(
     judge: Any = None
     caller: Any = None
     client: Any = None
+    scheduler: Any = None
     if engine == "llm" or use_judge:
         from coach.engines.llm.call import ModelCaller
         from coach.engines.llm.client import make_client
+        from coach.scheduler import Scheduler
 
         flag = "--engine llm" if engine == "llm" else "--judge"
         if not settings.llm_model:
             raise InputError(f"{flag} needs a model: --model or COACH_LLM_MODEL")
         if not replay:
             service.resolve("llm")  # a clear error when nothing can be called
-        client = None if replay else make_client(settings)
+        # One scheduler for the engine and the judge: they share the provider's budget.
+        scheduler = Scheduler.from_settings(settings)
+        client = None if replay else make_client(settings, scheduler=scheduler)
         inner = (
             None if client is None else ModelCaller(client, max_attempts=settings.llm_max_attempts)
         )
@@ -345,7 +366,14 @@ def eval_run(
         # each degraded review as an error row with its code instead.
         configure_logging("ERROR")
         # The engine's own review cache is off: repeats must reach the (recording) caller.
-        reviewer = LLMEngine(book, settings, client=client, cache=MemoryCache(0, 0), caller=caller)
+        reviewer = LLMEngine(
+            book,
+            settings,
+            client=client,
+            cache=MemoryCache(0, 0),
+            caller=caller,
+            scheduler=scheduler,
+        )
         model_name = reviewer.model
         prompt_info = {"version": reviewer.prompt.version, "digest": reviewer.prompt.digest}
 
@@ -444,6 +472,8 @@ def eval_run(
                         "temperature": settings.llm_temperature,
                         "max_tokens": settings.llm_max_tokens,
                         "response_format": settings.llm_response_format,
+                        "rpm": settings.llm_rpm,
+                        "tpm": settings.llm_tpm,
                     }
                     if engine == "llm" or use_judge
                     else {}
@@ -488,6 +518,8 @@ def rules_cmd(rulebook: str | None, language: str) -> None:
 
 
 cli.add_command(serve)
+cli.add_command(batch)
+cli.add_command(worker)
 cli.add_command(keys)
 eval_group.add_command(compare)
 

@@ -115,6 +115,7 @@ class ItemResult:
     result: str | None  # Review JSON
     markup: str | None
     duplicate_of: str | None
+    request: str | None = None  # ReviewRequest JSON (with `with_requests`)
 
 
 @dataclass(frozen=True)
@@ -592,18 +593,9 @@ class BatchStore:
         return await self.get_batch(batch_id) if finished else None
 
     async def _finish(self, conn: AsyncConnection, batch_id: str, *, cancelled: bool) -> bool:
-        left = await conn.scalar(
-            select(func.count())
-            .select_from(batch_items)
-            .where(batch_items.c.batch_id == batch_id, batch_items.c.state.in_(_OPEN_ITEM_STATES))
-        )
-        if left and not cancelled:
+        if not cancelled and await self._any(conn, batch_id, *_OPEN_ITEM_STATES):
             return False
-        failed = await conn.scalar(
-            select(func.count())
-            .select_from(batch_items)
-            .where(batch_items.c.batch_id == batch_id, batch_items.c.state == "failed")
-        )
+        failed = await self._any(conn, batch_id, "failed")
         state = "cancelled" if cancelled else ("failed" if failed else "completed")
         now = _now()
         moved = await conn.execute(
@@ -655,6 +647,24 @@ class BatchStore:
             )
         return True
 
+    @staticmethod
+    async def _any(conn: AsyncConnection, batch_id: str, *states: str) -> bool:
+        # An index probe (batch_id, state), not a count: this runs at the end of every chunk.
+        found = await conn.scalar(
+            select(batch_items.c.id)
+            .where(batch_items.c.batch_id == batch_id, batch_items.c.state.in_(states))
+            .limit(1)
+        )
+        return found is not None
+
+    async def open_items(self, batch_id: str | None = None) -> bool:
+        """Whether any item (of the batch, or of any batch) is still pending or leased."""
+        scope = [] if batch_id is None else [batch_items.c.batch_id == batch_id]
+        query = select(batch_items.c.id).where(*scope, batch_items.c.state.in_(_OPEN_ITEM_STATES))
+        async with database_errors("checking open items"), self._engine.connect() as conn:
+            found = await conn.scalar(query.limit(1))
+        return found is not None
+
     # -- results ------------------------------------------------------------------------------
 
     async def results_page(
@@ -664,6 +674,7 @@ class BatchStore:
         after_seq: int = -1,
         limit: int = 500,
         contiguous: bool = False,
+        with_requests: bool = False,
     ) -> list[ItemResult]:
         """Finished items in item order after `after_seq`. `contiguous`: stop at the first
         item still open, so a cursor (the last seq read) never skips one that finishes
@@ -679,6 +690,7 @@ class BatchStore:
             batch_items.c.result,
             batch_items.c.markup,
             batch_items.c.duplicate_of,
+            batch_items.c.request if with_requests else batch_items.c.id.label("request_"),
         )
         async with database_errors("reading results"), self._engine.connect() as conn:
             rows = (
@@ -707,6 +719,7 @@ class BatchStore:
                     result=row.result,
                     markup=row.markup,
                     duplicate_of=row.duplicate_of,
+                    request=row.request if with_requests else None,
                 )
             )
         return out
@@ -729,16 +742,16 @@ class BatchStore:
             )
             return [(r.id, r.key, r.request) for r in rows]
 
-    async def item_request(self, batch_id: str, key: str) -> str | None:
+    async def item_request(self, batch_id: str, item_id: int) -> str | None:
         async with database_errors("reading an item"), self._engine.connect() as conn:
             return await conn.scalar(
                 select(batch_items.c.request).where(
-                    batch_items.c.batch_id == batch_id, batch_items.c.key == key
+                    batch_items.c.batch_id == batch_id, batch_items.c.id == item_id
                 )
             )
 
     async def settle_item(
-        self, batch_id: str, key: str, *, result: str | None, error: str | None
+        self, batch_id: str, item_id: int, *, result: str | None, error: str | None
     ) -> bool:
         """Write the outcome of an item reviewed outside the lease protocol (the provider
         Batch API): only an item not yet done is changed, so merging twice is harmless."""
@@ -752,7 +765,7 @@ class BatchStore:
                 update(batch_items)
                 .where(
                     batch_items.c.batch_id == batch_id,
-                    batch_items.c.key == key,
+                    batch_items.c.id == item_id,
                     batch_items.c.state.in_(_OPEN_ITEM_STATES),
                 )
                 .values(**values)

@@ -88,9 +88,26 @@ def make_engine(raw_url: str, *, for_migrations: bool = False) -> AsyncEngine:
     if for_migrations:
         kwargs["poolclass"] = NullPool
     engine = create_async_engine(url, **kwargs)
-    if for_migrations and url.drivername.startswith("sqlite"):
+    if url.drivername.startswith("sqlite"):
+        # Every transaction takes the write lock up front: a deferred transaction that reads
+        # and then writes can fail with SQLITE_BUSY (no waiting) when another process wrote in
+        # between, and batch workers in several processes do exactly that.
         _begin_immediate(engine)
+        if not for_migrations:
+            _sqlite_pragmas(engine)
     return engine
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL: readers never wait for the writer. synchronous=NORMAL: a commit survives a
+        # crash of the process (what batch workers must survive); only a power cut may lose
+        # the last commits, which the batch then simply reviews again.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
 
 
 def _begin_immediate(engine: AsyncEngine) -> None:

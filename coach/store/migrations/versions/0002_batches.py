@@ -68,6 +68,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_batch_items_batch_id", "batch_items", ["batch_id", "seq"])
     op.create_index("ix_batch_items_state", "batch_items", ["state", "id"])
+    op.create_index("ix_batch_items_batch_state", "batch_items", ["batch_id", "state"])
     op.create_index("ix_batch_items_draft_hash", "batch_items", ["batch_id", "draft_hash"])
     op.create_table(
         "webhook_outbox",
@@ -95,6 +96,7 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_outbox_state", table_name="webhook_outbox")
     op.drop_table("webhook_outbox")
     op.drop_index("ix_batch_items_draft_hash", table_name="batch_items")
+    op.drop_index("ix_batch_items_batch_state", table_name="batch_items")
     op.drop_index("ix_batch_items_state", table_name="batch_items")
     op.drop_index("ix_batch_items_batch_id", table_name="batch_items")
     op.drop_table("batch_items")

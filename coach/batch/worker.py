@@ -1,0 +1,282 @@
+"""The batch worker: claims items from the store, reviews them, writes results — any number of
+them, in one process or many, on one machine or several.
+
+One loop per worker keeps at most `concurrency` items in flight: it claims only as many items
+as it has free slots (so no claimed item waits unleased-but-idle), reviews each in its own task
+and renews the leases of the items in flight every third of the lease, so a slow review is
+never taken over by another worker while this one still works on it. A worker that dies (even
+SIGKILL) simply stops renewing: its leases expire and the items are claimed again.
+
+Retries: an LLM failure that a later attempt may cure (rate limits, timeouts, provider errors,
+output that did not validate) puts the item back with a growing delay (`not_before`); after
+`max_attempts` attempts the item is failed with its reason. Failures no retry can cure
+(refusal, content filter, quota) fail at once. Nothing is dropped: every item ends done or
+failed with a reason, and failed items can be re-queued.
+
+Identical drafts are reviewed once per batch: an item whose draft (and engine and rewrite
+setting) matches one already done copies that review (`duplicate_of` names the original), and
+two identical items in flight in one worker share one review.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from coach.errors import CoachError, LLMError, first_validation_error
+from coach.logs import get_logger
+from coach.models import Review, ReviewRequest
+from coach.service import ReviewService
+from coach.store.batches import BatchStore, ClaimedItem
+
+__all__ = ["RETRYABLE_CODES", "Worker", "WorkerConfig", "WorkerStats", "retry_delay"]
+
+log = get_logger("coach.batch.worker")
+
+#: LLM failures a later attempt may cure; the others fail the item at once.
+RETRYABLE_CODES = frozenset(
+    {"timeout", "rate_limited", "provider_error", "invalid_output", "llm_error", "internal_error"}
+)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    concurrency: int = 8
+    lease_s: float = 120.0
+    max_attempts: int = 5
+    poll_s: float = 0.5
+    batch_id: str | None = None  # only this batch (`coach batch`); None: every batch
+
+
+@dataclass
+class WorkerStats:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    reused: int = 0
+    lost: int = 0  # results not written because the lease had moved on
+    in_flight: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def retry_delay(attempt: int, *, rng: random.Random | None = None) -> float:
+    """Seconds before attempt `attempt + 1`: 2, 4, 8 … capped at 5 minutes, ±25 % jitter."""
+    base = min(300.0, 2.0**attempt)
+    return base * (0.75 + 0.5 * (rng or random).random())
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        store: BatchStore,
+        service: ReviewService,
+        config: WorkerConfig,
+        *,
+        owner: str | None = None,
+        on_change: Callable[[WorkerStats], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.config = config
+        self.owner = owner or default_owner()
+        self.stats = WorkerStats()
+        self._on_change = on_change
+        self._flight: dict[int, ClaimedItem] = {}
+        self._shared: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
+        self._touched: set[str] = set()
+
+    async def run(
+        self,
+        *,
+        stop: asyncio.Event | None = None,
+        until_idle: bool = False,
+        inputs_done: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Work until `stop` is set, or (`until_idle`) until no item in scope is left open
+        and `inputs_done()` says no more will be added. On the way out, items still in flight
+        are cancelled and handed back (their attempt does not count)."""
+        stop = stop or asyncio.Event()
+        tasks: set[asyncio.Task[None]] = set()
+        renewer = asyncio.create_task(self._renew_leases())
+        try:
+            while not stop.is_set():
+                free = self.config.concurrency - len(tasks)
+                claimed: list[ClaimedItem] = []
+                if free > 0:
+                    claimed = await self.store.claim(
+                        self.owner,
+                        limit=free,
+                        lease_s=self.config.lease_s,
+                        max_attempts=self.config.max_attempts,
+                        batch_id=self.config.batch_id,
+                    )
+                for item in claimed:
+                    self._flight[item.id] = item
+                    task = asyncio.create_task(self._run_item(item))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if len(claimed) < free:
+                    # The queue is draining: settle the batches this worker touched.
+                    await self._settle()
+                    if (
+                        until_idle
+                        and not tasks
+                        and inputs_done()
+                        and not await self.store.open_items(self.config.batch_id)
+                    ):
+                        break
+                    await self._wait(stop, tasks)
+                elif not claimed:
+                    await self._wait(stop, tasks)
+        finally:
+            renewer.cancel()
+            pending = [self._flight[i] for i in list(self._flight)]
+            for task in list(tasks):
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self.store.release(pending)
+                await self._settle()
+            except CoachError as exc:  # the database is gone: the leases will expire instead
+                log.warning("release_failed", error=str(exc))
+            await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _wait(self, stop: asyncio.Event, tasks: set[asyncio.Task[None]]) -> None:
+        """Sleep until a slot frees, `stop` is set, or the poll interval passes."""
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        waiters += list(tasks)
+        done, _ = await asyncio.wait(
+            waiters, timeout=self.config.poll_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiters[0] not in done:
+            waiters[0].cancel()
+
+    async def _settle(self) -> None:
+        touched, self._touched = self._touched, set()
+        for batch_id in touched:
+            await self.store.maybe_finish(batch_id)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_s / 3)
+            items = list(self._flight.values())
+            try:
+                await self.store.extend_leases(items, lease_s=self.config.lease_s)
+            except CoachError as exc:
+                log.warning("lease_renewal_failed", error=str(exc), items=len(items))
+
+    # -- one item --------------------------------------------------------------------------
+
+    async def _run_item(self, item: ClaimedItem) -> None:
+        self.stats.in_flight += 1
+        try:
+            await self._process(item)
+        except asyncio.CancelledError:
+            raise
+        except CoachError as exc:  # the store failed: leave the lease to expire
+            log.error("item_store_error", item=item.id, error=str(exc))
+        finally:
+            self.stats.in_flight -= 1
+            self._flight.pop(item.id, None)
+            self._touched.add(item.batch_id)
+            if self._on_change is not None:
+                self._on_change(self.stats)
+
+    async def _process(self, item: ClaimedItem) -> None:
+        if item.request is None:
+            await self._fail(item, item.error or "input: unreadable item", final=True)
+            return
+        try:
+            request = ReviewRequest.model_validate_json(item.request)
+        except ValidationError as exc:
+            await self._fail(item, f"input: {first_validation_error(exc)}", final=True)
+            return
+        key = (item.batch_id, item.draft_hash)
+        if (shared := self._shared.get(key)) is not None:
+            try:
+                origin, review_json = await asyncio.shield(shared)
+            except Exception:
+                pass  # the first one failed: review this one on its own below
+            else:
+                await self._complete(item, review_json, duplicate_of=origin)
+                return
+        found = await self.store.done_result(item.batch_id, item.draft_hash)
+        if found is not None:
+            await self._complete(item, found[1], duplicate_of=found[0])
+            return
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._shared[key] = future
+        try:
+            review = await self._review(item, request)
+            if review is None:
+                future.set_exception(_Unshared())
+                return
+            review_json = review.model_dump_json()
+            future.set_result((item.key, review_json))
+            await self._complete(item, review_json, duplicate_of=None)
+        finally:
+            if not future.done():
+                future.set_exception(_Unshared())
+            future.exception()  # mark retrieved: waiters handle it themselves
+            if self._shared.get(key) is future:
+                del self._shared[key]
+
+    async def _review(self, item: ClaimedItem, request: ReviewRequest) -> Review | None:
+        try:
+            return await self.service.review(
+                request, engine=item.engine, rewrite=item.rewrite, strict=True
+            )
+        except LLMError as exc:
+            reason = f"{exc.code}: {exc}"
+            final = exc.code not in RETRYABLE_CODES or item.attempts >= self.config.max_attempts
+            await self._fail(item, reason, final=final)
+        except CoachError as exc:  # e.g. the LLM engine is not configured on this worker
+            await self._fail(item, f"config: {exc}", final=True)
+        except Exception as exc:  # a bug: record it, never lose the item
+            log.error("item_crashed", item=item.id, error=type(exc).__name__)
+            final = item.attempts >= self.config.max_attempts
+            await self._fail(item, f"internal_error: {type(exc).__name__}", final=final)
+        return None
+
+    async def _complete(
+        self, item: ClaimedItem, review_json: str, *, duplicate_of: str | None
+    ) -> None:
+        if await self.store.complete_item(item, review_json, duplicate_of=duplicate_of):
+            self.stats.done += 1
+            if duplicate_of is not None:
+                self.stats.reused += 1
+        else:
+            self.stats.lost += 1
+
+    async def _fail(self, item: ClaimedItem, reason: str, *, final: bool) -> None:
+        retry_at = None
+        if not final:
+            retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay(item.attempts))
+        if not await self.store.fail_item(item, reason, retry_at=retry_at):
+            self.stats.lost += 1
+            return
+        code = reason.split(":", 1)[0]
+        self.stats.failures[code] = self.stats.failures.get(code, 0) + 1
+        if final:
+            self.stats.failed += 1
+        else:
+            self.stats.retried += 1
+        log.info("item_failed", item=item.id, batch=item.batch_id, code=code, final=final)
+
+
+class _Unshared(Exception):
+    """The review an identical in-flight item waited for did not happen."""

@@ -1,0 +1,281 @@
+"""`coach batch` (review a library of templates into one output file) and `coach worker`
+(review the store's batch items, as a separate process, any number of them).
+
+Exit codes of `coach batch`: 0 every item reviewed; 1 `--fail-on` reached; 2 a bad command;
+3 some items could not be reviewed (their reasons are in the output; run again to retry them);
+130 interrupted (run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from coach.models import Kind, Language, Severity
+from coach.settings import Settings
+
+__all__ = ["batch", "worker"]
+
+EXIT_FAIL_ON = 1
+EXIT_ITEMS_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def _settings(rpm: int | None, tpm: int | None) -> Settings:
+    settings = Settings.from_env(os.environ)
+    update: dict[str, object] = {}
+    if rpm is not None:
+        update["llm_rpm"] = rpm
+    if tpm is not None:
+        update["llm_tpm"] = tpm
+    return settings.model_copy(update=update) if update else settings
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file: .jsonl, .csv or .md.",
+)
+@click.option(
+    "--engine", type=click.Choice(["rules", "llm", "auto"]), default="rules", show_default=True
+)
+@click.option("--column", help="The text column of a CSV input.")
+@click.option(
+    "--kind",
+    type=click.Choice([k.value for k in Kind]),
+    default=Kind.template.value,
+    show_default=True,
+    help="Kind of the drafts (JSONL items may set their own).",
+)
+@click.option("--language", type=click.Choice([lang.value for lang in Language]))
+@click.option("--rulebook", type=click.Path(dir_okay=False), help="A rulebook file.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    help="Items reviewed at a time (COACH_BATCH_CONCURRENCY; default 8).",
+)
+@click.option("--rpm", type=click.IntRange(min=1), help="LLM requests per minute (COACH_LLM_RPM).")
+@click.option("--tpm", type=click.IntRange(min=1), help="LLM tokens per minute (COACH_LLM_TPM).")
+@click.option(
+    "--fail-on",
+    type=click.Choice([s.value for s in Severity]),
+    help="Exit 1 when an item fails a rule of this severity or worse.",
+)
+@click.option("--no-rewrite", is_flag=True, help="Skip the rewrites.")
+@click.option(
+    "--provider-batch",
+    is_flag=True,
+    help="Send the LLM reviews through the provider's Batch API (OpenAI; half price, hours).",
+)
+@click.option("--worst", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+def batch(
+    inputs: tuple[Path, ...],
+    out: Path,
+    engine: str,
+    column: str | None,
+    kind: str,
+    language: str | None,
+    rulebook: str | None,
+    concurrency: int | None,
+    rpm: int | None,
+    tpm: int | None,
+    fail_on: str | None,
+    no_rewrite: bool,
+    provider_batch: bool,
+    worst: int,
+    quiet: bool,
+) -> None:
+    """Review every draft in INPUT... (folders of .txt/.md/.html/.eml, a CSV with --column,
+    or JSONL review inputs) into --out. Re-run the same command to resume."""
+    from coach.batch.run import BatchOptions
+    from coach.rulebook import load_rulebook
+    from coach.service import ReviewService
+
+    settings = _settings(rpm, tpm)
+    options = BatchOptions(
+        inputs=list(inputs),
+        out=out,
+        engine=engine,
+        rewrite=not no_rewrite,
+        kind=Kind(kind),
+        language=Language(language) if language else None,
+        column=column,
+        concurrency=concurrency or settings.batch_concurrency,
+        lease_s=settings.batch_lease_s,
+        max_attempts=settings.batch_max_attempts,
+        fail_on=Severity(fail_on) if fail_on else None,
+        worst=worst,
+    )
+    if out.suffix.lower() not in {".jsonl", ".csv", ".md"}:
+        raise click.UsageError("--out must end in .jsonl, .csv or .md")
+    service = ReviewService(load_rulebook(rulebook), settings)
+    if provider_batch and service.resolve(engine) != "llm":
+        raise click.UsageError("--provider-batch needs the LLM engine (--engine llm)")
+    console = Console(stderr=True, highlight=False)
+    code = asyncio.run(_batch(options, service, settings, console, quiet, provider_batch))
+    sys.exit(code)
+
+
+async def _batch(
+    options: object,
+    service: object,
+    settings: Settings,
+    console: Console,
+    quiet: bool,
+    provider_batch: bool,
+) -> int:
+    from coach.batch.run import BatchOptions, BatchOutcome, run_batch
+    from coach.batch.summary import render_summary
+    from coach.service import ReviewService
+    from coach.store import open_store
+
+    assert isinstance(options, BatchOptions) and isinstance(service, ReviewService)
+    store = await open_store(settings)
+    display = None if quiet else _ProgressDisplay(console)
+    try:
+        outcome: BatchOutcome
+        if provider_batch:
+            from coach.batch.provider_run import run_provider_batch
+
+            outcome = await run_provider_batch(
+                options,
+                store=store,
+                service=service,
+                settings=settings,
+                on_progress=display.update if display else None,
+            )
+        else:
+            outcome = await run_batch(
+                options,
+                store=store,
+                service=service,
+                on_progress=display.update if display else None,
+            )
+    finally:
+        if display is not None:
+            display.stop()
+        await service.aclose()
+        await store.close()
+    if outcome.interrupted:
+        console.print(
+            "coach: interrupted; nothing was lost — run the same command again to resume",
+            style="yellow",
+        )
+        return EXIT_INTERRUPTED
+    if not quiet:
+        render_summary(outcome.summary, console)
+        console.print(f"wrote {options.out}")
+    if outcome.reached_fail_on:
+        return EXIT_FAIL_ON
+    if outcome.summary.failed:
+        console.print(
+            f"coach: {outcome.summary.failed} item(s) could not be reviewed; "
+            "run the same command again to retry them",
+            style="yellow",
+        )
+        return EXIT_ITEMS_FAILED
+    return 0
+
+
+class _ProgressDisplay:
+    """A rich progress bar: items finished of items read, rate, ETA and failures."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]reviewing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>7} items/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[failures]}"),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID = self.progress.add_task("batch", total=None, rate="-", failures="")
+        self.progress.start()
+
+    def update(self, state: object) -> None:
+        from coach.batch.run import Progress as BatchProgress
+
+        assert isinstance(state, BatchProgress)
+        elapsed = max(1e-6, time.monotonic() - state.started)
+        failures = f"[red]{state.failed} failed" if state.failed else ""
+        if state.reused:
+            failures += f" [dim]{state.reused} identical"
+        self.progress.update(
+            self.task,
+            total=state.total if state.total is not None else max(state.read, 1),
+            completed=state.finished,
+            rate=f"{state.finished / elapsed:.1f}",
+            failures=failures,
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    help="Items reviewed at a time (COACH_BATCH_CONCURRENCY; default 8).",
+)
+@click.option("--batch", "batch_id", help="Only this batch.")
+@click.option("--once", is_flag=True, help="Exit when no item is left instead of waiting.")
+@click.option("--rpm", type=click.IntRange(min=1), help="LLM requests per minute (COACH_LLM_RPM).")
+@click.option("--tpm", type=click.IntRange(min=1), help="LLM tokens per minute (COACH_LLM_TPM).")
+def worker(
+    concurrency: int | None, batch_id: str | None, once: bool, rpm: int | None, tpm: int | None
+) -> None:
+    """Review batch items from the store (COACH_DATABASE_URL) until SIGTERM or Ctrl-C, and
+    deliver webhook events. Run as many as you like, on any machine that reaches the
+    database."""
+    settings = _settings(rpm, tpm)
+    asyncio.run(_worker(settings, concurrency or settings.batch_concurrency, batch_id, once))
+
+
+async def _worker(settings: Settings, concurrency: int, batch_id: str | None, once: bool) -> None:
+    from coach.batch.background import BackgroundWorkers
+    from coach.logs import configure_logging
+    from coach.service import ReviewService
+    from coach.store import open_store
+
+    configure_logging(settings.log_level)
+    store = await open_store(settings)
+    service = ReviewService(settings=settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    workers = BackgroundWorkers(
+        store, service, settings, concurrency=concurrency, batch_id=batch_id
+    )
+    try:
+        await workers.run(stop=stop, until_idle=once)
+    finally:
+        await service.aclose()
+        await store.close()

@@ -371,6 +371,14 @@ class BatchStore:
                 )
                 .values(state="pending", attempts=0, error=None, not_before=None)
             )
+            if result.rowcount:
+                # A `failed` batch is final: without reopening it, the re-queued items would
+                # be reviewed but the batch would never finish again (no `completed`, no event).
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id, batches.c.state == "failed")
+                    .values(state="running", finished_at=None, updated_at=_now())
+                )
         return int(result.rowcount or 0)
 
     # -- claiming and finishing items --------------------------------------------------------

@@ -214,13 +214,16 @@ class Worker:
             else:
                 await self._complete(item, review_json, duplicate_of=origin)
                 return
-        found = await self.store.done_result(item.batch_id, item.draft_hash)
-        if found is not None:
-            await self._complete(item, found[1], duplicate_of=found[0])
-            return
+        # Registered before the first await, so an identical item claimed meanwhile waits for
+        # this one instead of reviewing the same draft again.
         future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
         self._shared[key] = future
         try:
+            found = await self.store.done_result(item.batch_id, item.draft_hash)
+            if found is not None:
+                future.set_result(found)
+                await self._complete(item, found[1], duplicate_of=found[0])
+                return
             review = await self._review(item, request)
             if review is None:
                 future.set_exception(_Unshared())

@@ -116,8 +116,13 @@ def _check_paths(paths: Sequence[Path], column: str | None) -> None:
 def _csv_header(path: Path, column: str | None) -> None:
     if column is None:
         raise InputError(f"{path}: a CSV input needs --column (the column holding the text)")
-    with _open_csv(path) as handle:
-        header = next(csv.reader(handle), None)
+    try:
+        with _open_csv(path) as handle:
+            header = next(csv.reader(handle), None)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: malformed CSV header ({exc})") from None
     if header is None:
         raise InputError(f"{path}: the CSV file is empty")
     if column not in header:
@@ -154,8 +159,11 @@ def _generate(
 def _walk(folder: Path) -> Iterator[Path]:
     """Draft files under `folder`, depth first in name order, one directory listed at a time.
     Hidden files and folders are skipped; symlinked folders are not followed (no loops)."""
-    with os.scandir(folder) as scan:
-        entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted((e for e in scan if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list: {exc.strerror or type(exc).__name__}") from None
     for entry in entries:
         path = folder / entry.name
         if entry.is_dir(follow_symlinks=False):

@@ -124,6 +124,11 @@ class Worker:
                         batch_id=self.config.batch_id,
                     )
                 for item in claimed:
+                    if item.id in self._flight:
+                        # Our own lease ran out while the loop was busy (a lease shorter than
+                        # a stall): keep the review in flight, under the new lease.
+                        self._flight[item.id] = item
+                        continue
                     self._flight[item.id] = item
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
@@ -258,6 +263,7 @@ class Worker:
     async def _complete(
         self, item: ClaimedItem, review_json: str, *, duplicate_of: str | None
     ) -> None:
+        item = self._flight.get(item.id, item)  # the current lease (see `run`)
         if await self.store.complete_item(item, review_json, duplicate_of=duplicate_of):
             self.stats.done += 1
             if duplicate_of is not None:
@@ -266,6 +272,7 @@ class Worker:
             self.stats.lost += 1
 
     async def _fail(self, item: ClaimedItem, reason: str, *, final: bool) -> None:
+        item = self._flight.get(item.id, item)  # the current lease (see `run`)
         retry_at = None
         if not final:
             retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay(item.attempts))

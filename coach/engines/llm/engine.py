@@ -35,6 +35,7 @@ from coach.errors import LLMError, LLMInvalidOutput, LLMTimeout, first_validatio
 from coach.logs import fingerprint, get_logger
 from coach.models import Language, Review, ReviewRequest, Usage
 from coach.rulebook import Rulebook
+from coach.scheduler import Scheduler
 from coach.settings import Settings
 from coach.text.language import detect_language
 
@@ -66,6 +67,7 @@ class LLMEngine:
         client: openai.AsyncOpenAI | None = None,
         cache: ReviewCache | None = None,
         caller: ModelCaller | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.rulebook = rulebook
         self.settings = settings
@@ -78,12 +80,15 @@ class LLMEngine:
         self.prices = load_prices(settings.llm_prices_file)
         self._client = client
         self._caller = caller
+        # One per engine: every review shares its budget. A `client` passed in keeps its own
+        # hooks (the eval command builds its client with this same scheduler).
+        self.scheduler = scheduler if scheduler is not None else Scheduler.from_settings(settings)
         self._schema = strict_schema(self.prompt.output_model)
 
     @property
     def caller(self) -> ModelCaller:
         if self._caller is None:
-            self._client = self._client or make_client(self.settings)
+            self._client = self._client or make_client(self.settings, scheduler=self.scheduler)
             self._caller = ModelCaller(self._client, max_attempts=self.settings.llm_max_attempts)
         return self._caller
 

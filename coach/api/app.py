@@ -13,6 +13,7 @@ Layers of a request, outside in:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +32,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from coach.api.auth import AuthMiddleware
 from coach.api.context import ApiState, request_info
 from coach.api.controllers import HealthController, ReviewController, RulesController
+from coach.api.controllers.batches import BatchController
 from coach.api.limits import RateLimiter, RateLimitMiddleware, TenantSlots
 from coach.api.logging import REQUEST_ID_HEADER, RequestLogMiddleware
 from coach.api.metrics import ApiMetrics
@@ -70,9 +72,15 @@ def create_app(
     service: ReviewService | None = None,
     llm_wait_s: float = DEFAULT_LLM_WAIT_S,
     configure_logs: bool = True,
+    run_worker: bool | None = None,
 ) -> Litestar:
     """The HTTP API. `store` and `service` are for tests and embedding: without them the app
-    opens the store (`coach.store.open_store`) in its lifespan and builds a `ReviewService`."""
+    opens the store (`coach.store.open_store`) in its lifespan and builds a `ReviewService`.
+
+    `run_worker` (default: COACH_WORKER_IN_PROCESS) runs a batch worker and the webhook sender
+    inside the app's process, so the embedded default needs no `coach worker`."""
+    if run_worker is None:
+        run_worker = settings.worker_in_process
     log = get_logger("coach.api")
     api = ApiState(
         settings=settings,
@@ -102,9 +110,12 @@ def create_app(
         opened: Store | None = None
         if api.store is None:
             opened = api.store = await _open_store(settings)
+        background = _start_worker(settings, api) if run_worker else None
         try:
             yield
         finally:
+            if background is not None:
+                await _stop_worker(*background)
             if opened is not None:
                 api.store = None
                 await opened.close()
@@ -113,7 +124,7 @@ def create_app(
 
     cors = _cors_config(settings)
     app = Litestar(
-        route_handlers=[ReviewController, RulesController, HealthController],
+        route_handlers=[ReviewController, RulesController, HealthController, BatchController],
         dependencies={"api": Provide(lambda: api, sync_to_thread=False)},
         middleware=[
             AuthMiddleware(enabled=settings.auth, store=lambda: api.store),
@@ -181,6 +192,25 @@ async def _open_store(settings: Settings) -> Store:
 
 async def _close_service(service: ReviewService) -> None:
     await service.aclose()
+
+
+def _start_worker(
+    settings: Settings, api: ApiState
+) -> tuple[asyncio.Event, asyncio.Task[None]] | None:
+    from coach.batch.background import BackgroundWorkers
+    from coach.store.batches import BatchStore
+
+    if not isinstance(api.store, BatchStore):
+        return None
+    stop = asyncio.Event()
+    workers = BackgroundWorkers(api.store, api.service, settings)
+    return stop, asyncio.create_task(workers.run(stop=stop))
+
+
+async def _stop_worker(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    # Items in flight are handed back to the queue (see Worker.run), not lost.
+    stop.set()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 class _PreflightGuard:

@@ -38,6 +38,7 @@ from coach.errors import CoachError, InputError, LLMError
 from coach.models import MAX_TEXT_CHARS
 
 __all__ = [
+    "MAX_BATCH_BODY_BYTES",
     "MAX_BODY_BYTES",
     "PROBLEM_BASE",
     "PROBLEM_MEDIA_TYPE",
@@ -53,6 +54,8 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 #: Largest request body accepted, in bytes (chunked bodies are counted as they arrive).
 MAX_BODY_BYTES = 64 * 1024
+#: Largest body of a batch creation (items inline or a JSONL upload).
+MAX_BATCH_BODY_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
     "cors-refused": ProblemType(403, "Cross-origin request refused"),
     "not-found": ProblemType(404, "Not found"),
     "rule-not-found": ProblemType(404, "Unknown rule"),
+    "batch-not-found": ProblemType(404, "Unknown batch"),
     "method-not-allowed": ProblemType(405, "Method not allowed"),
     "body-too-large": ProblemType(413, "Request body too large"),
     "unsupported-media-type": ProblemType(415, "Unsupported media type"),
     "validation": ProblemType(422, "Validation failed"),
     "draft-too-long": ProblemType(422, "Draft too long"),
     "unprocessable": ProblemType(422, "Request cannot be processed"),
+    "too-many-items": ProblemType(422, "Too many items"),
+    "idempotency-key-reused": ProblemType(422, "Idempotency-Key reused with another request"),
     "rate-limited": ProblemType(429, "Too many requests"),
     "internal": ProblemType(500, "Internal server error"),
     "llm-unavailable": ProblemType(503, "LLM unavailable"),
@@ -136,6 +142,8 @@ def _status_of_generic(slug: str) -> int:
 def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The exception handler of the app: any exception -> a problem+json response."""
     problem = problem_for(exc)
+    if isinstance(exc, RequestEntityTooLarge) and request.scope["path"].startswith("/v1/batches"):
+        problem = _too_large(MAX_BATCH_BODY_BYTES)
     info = request_info(request.scope)
     if problem.status >= 500 and not isinstance(exc, ApiProblem):
         # The class name only: an exception's message may quote what it was given.
@@ -156,11 +164,7 @@ def problem_for(exc: Exception) -> ApiProblem:
     if isinstance(exc, ValidationException):
         return _validation_problem(exc)
     if isinstance(exc, RequestEntityTooLarge):
-        return ApiProblem(
-            "body-too-large",
-            f"the request body is larger than {MAX_BODY_BYTES} bytes",
-            members={"limit": MAX_BODY_BYTES},
-        )
+        return _too_large(MAX_BODY_BYTES)
     if isinstance(exc, NotAuthorizedException):
         return ApiProblem(
             "unauthorized",
@@ -189,6 +193,14 @@ def problem_for(exc: Exception) -> ApiProblem:
     if isinstance(exc, CoachError):
         return ApiProblem("internal", "the server could not complete the review")
     return ApiProblem("internal", "an unexpected error occurred; quote the request id")
+
+
+def _too_large(limit: int) -> ApiProblem:
+    return ApiProblem(
+        "body-too-large",
+        f"the request body is larger than {limit} bytes",
+        members={"limit": limit},
+    )
 
 
 def _allow_header(headers: Mapping[str, str] | None) -> dict[str, str]:

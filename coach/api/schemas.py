@@ -7,16 +7,22 @@ here only describe what the API adds: health, readiness and problem documents.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from litestar.openapi.datastructures import ResponseSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 from coach.api.problems import PROBLEM_MEDIA_TYPE
-from coach.models import ReviewRequest
+from coach.models import Review, ReviewRequest
 
 __all__ = [
     "BEARER",
+    "BatchCounts",
+    "BatchCreate",
+    "BatchItemIn",
+    "BatchResultLine",
+    "BatchStatus",
     "FieldProblem",
     "Health",
     "Problem",
@@ -80,11 +86,90 @@ class Problem(_Model):
     limit: int | None = Field(default=None, description="The limit that was exceeded.")
 
 
+EngineChoice = Literal["rules", "llm", "auto"]
+
+
+class BatchItemIn(ReviewRequest):
+    """One draft of a batch: a review input and, optionally, your id for it."""
+
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your id for the item (unique in the batch); results name it. Default: "
+        "the item's position, from 0.",
+    )
+
+    def to_request(self) -> ReviewRequest:
+        return ReviewRequest.model_construct(
+            **{name: getattr(self, name) for name in ReviewRequest.model_fields}
+        )
+
+
+class BatchCreate(_Model):
+    """A batch of drafts to review in the background."""
+
+    items: list[BatchItemIn] = Field(
+        min_length=1, description="The drafts; at most COACH_BATCH_MAX_ITEMS (default 10,000)."
+    )
+    engine: EngineChoice = Field(
+        default="rules",
+        description="As for a single review. With 'llm', an item whose LLM review fails is "
+        "retried later, then failed with its reason; it is not degraded to the rule engine.",
+    )
+    rewrite: bool = True
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="http(s) URL to receive `batch.completed` / `batch.failed` / "
+        "`batch.cancelled` events, signed per Standard Webhooks (see docs/webhooks.md).",
+    )
+
+
+class BatchCounts(_Model):
+    total: int
+    pending: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+
+
+class BatchStatus(_Model):
+    id: str
+    status: Literal["queued", "running", "completed", "failed", "cancelled"] = Field(
+        description="'completed': every item reviewed; 'failed': finished, some items failed "
+        "(their reasons are in the results); 'cancelled': stopped, finished items kept."
+    )
+    engine: Literal["rules", "llm"]
+    rewrite: bool
+    counts: BatchCounts
+    progress: float = Field(ge=0, le=1, description="Share of items finished.")
+    created_at: datetime
+    finished_at: datetime | None
+    results_url: str
+
+
+class BatchResultLine(_Model):
+    """One line of `GET /v1/batches/{id}/results` (JSONL)."""
+
+    item: str = Field(description="The item's id (yours, or its position).")
+    cursor: int = Field(description="Pass as `cursor` to continue after this line.")
+    status: Literal["done", "failed", "cancelled"]
+    attempts: int
+    review: Review | None = None
+    error: str | None = Field(default=None, description="Why the item failed (one line).")
+    duplicate_of: str | None = Field(
+        default=None, description="The item with the identical draft whose review this is."
+    )
+
+
 _DESCRIPTIONS = {
     400: "Malformed JSON or an unusable request (problem+json).",
     401: "Missing, unknown or revoked API key (problem+json, WWW-Authenticate: Bearer).",
     404: "Not found (problem+json).",
-    413: "Request body over 64 KiB (problem+json).",
+    415: "The body's Content-Type is not one this route reads (problem+json).",
+    413: "Request body over the limit: 64 KiB for a review, 32 MiB for a batch (problem+json).",
     422: "Validation failed: the fields in `errors`, never the values (problem+json).",
     429: "Rate limit of the API key exceeded (problem+json, Retry-After, RateLimit-*).",
     500: "Unexpected error (problem+json; quote `request_id`).",

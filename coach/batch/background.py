@@ -71,7 +71,13 @@ class OutboxSender:
             return 0
         client = self._client or httpx.AsyncClient(follow_redirects=False)
         try:
-            await asyncio.gather(*(self._send(client, event) for event in events))
+            outcomes = await asyncio.gather(
+                *(self._send(client, event) for event in events), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    # The lease runs out and the event is tried again; the sender lives on.
+                    log.error("webhook_send_failed", error=type(outcome).__name__)
         finally:
             if self._client is None:
                 await client.aclose()
@@ -114,7 +120,7 @@ class OutboxSender:
             self.delivered += 1
         log.info(
             "webhook_attempt",
-            event=event.event,
+            kind=event.event,
             batch=event.batch_id,
             attempt=event.attempts,
             delivered=attempt.delivered,

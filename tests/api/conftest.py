@@ -180,7 +180,12 @@ class ScriptedService(ReviewService):
         self.llm_calls = 0
 
     async def review(
-        self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
+        self,
+        request: ReviewRequest,
+        *,
+        engine: str = "rules",
+        rewrite: bool = True,
+        strict: bool = False,
     ) -> Review:
         if self.resolve(engine) == "llm":
             self.llm_calls += 1
@@ -209,7 +214,12 @@ class BrokenService(ReviewService):
         self._exc = exc
 
     async def review(
-        self, request: ReviewRequest, *, engine: str = "rules", rewrite: bool = True
+        self,
+        request: ReviewRequest,
+        *,
+        engine: str = "rules",
+        rewrite: bool = True,
+        strict: bool = False,
     ) -> Review:
         raise self._exc(request)
 

@@ -33,6 +33,11 @@ def test_spec_is_openapi_3_1_with_every_route(client: Client) -> None:
         "/healthz",
         "/readyz",
         "/metrics",
+        "/v1/batches",
+        "/v1/batches/jsonl",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/results",
+        "/v1/batches/{batch_id}/cancel",
     }
     review = spec["paths"]["/v1/reviews"]["post"]
     assert review["security"] == [{"bearer": []}]

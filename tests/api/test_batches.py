@@ -48,7 +48,7 @@ class Api:
         self.client = client
         self.keys = keys
 
-    def headers(self, tenant: int = 0, **extra: str) -> dict[str, str]:
+    def headers(self, tenant: int = 0, /, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}", **extra}
 
     def wait(self, batch_id: str, tenant: int = 0, timeout: float = 20.0) -> dict[str, Any]:

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +31,7 @@ from coach.settings import Settings
 from tools.fake_openai import MODEL_ID
 from tools.fake_openai.process import FakeServer, running
 
+ROOT = Path(__file__).resolve().parents[2]
 RPM = 120
 LATENCY = 0.05
 CONCURRENCY = 8
@@ -120,3 +126,32 @@ def test_without_a_budget_the_pace_is_learned_from_the_rate_limit_headers(
     paced = 1 / _steady_gap(run.sent[CONCURRENCY:])
     print(f"learned rpm {run.stats.limit_rpm}: paced {paced:.3f}/s, ideal {RPM / 60:.3f}/s")
     assert 0.9 * RPM / 60 <= paced <= RPM / 60, (paced, run.stats)
+
+
+def test_eval_run_rpm_paces_the_harness(fake: FakeServer, tmp_path: Path) -> None:
+    dataset = tmp_path / "four.jsonl"
+    lines = (ROOT / "evals" / "datasets" / "dev-slice30.jsonl").read_text("utf-8").splitlines()
+    dataset.write_text("\n".join(lines[:4]) + "\n", "utf-8")
+    env = {
+        **os.environ,
+        "COACH_LLM_BASE_URL": fake.base_url,
+        "COACH_LLM_MODEL": MODEL_ID,
+        "COACH_DATA_DIR": str(tmp_path / "data"),
+    }
+    for name in ("COACH_LLM_API_KEY", "OPENAI_API_KEY", "COACH_CONFIG", "COACH_LLM_RPM"):
+        env.pop(name, None)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "coach", "eval", "run", "--engine", "llm", "--dataset",
+         str(dataset), "--concurrency", "4", "--rpm", "60", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert manifest["parameters"]["rpm"] == 60
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text("utf-8").splitlines()]
+    assert len(rows) == 4 and all(r["error"] is None for r in rows)
+    # All four start together; at 57 a minute the last request goes about 2.9 s after the
+    # first (unpaced, all four would take one round trip).
+    latencies = sorted(r["latency_ms"] for r in rows)
+    assert latencies[-1] >= 2500, latencies

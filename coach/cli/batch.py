@@ -215,7 +215,9 @@ class _ProgressDisplay:
             transient=False,
         )
         self.task: TaskID = self.progress.add_task("batch", total=None, rate="-", failures="")
-        self.progress.start()
+        # Started at the first update: a bad command (found while opening the batch) then
+        # prints its one `coach: error:` line and no empty progress bar before it.
+        self.started = False
 
     def update(self, state: object) -> None:
         from coach.batch.run import Progress as BatchProgress
@@ -225,6 +227,9 @@ class _ProgressDisplay:
         failures = f"[red]{state.failed} failed" if state.failed else ""
         if state.reused:
             failures += f" [dim]{state.reused} identical"
+        if not self.started:
+            self.started = True
+            self.progress.start()
         self.progress.update(
             self.task,
             total=state.total if state.total is not None else max(state.read, 1),
@@ -234,7 +239,8 @@ class _ProgressDisplay:
         )
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
 
 @click.command()

@@ -122,13 +122,11 @@ class Worker:
                         lease_s=self.config.lease_s,
                         max_attempts=self.config.max_attempts,
                         batch_id=self.config.batch_id,
+                        # A lease of ours that ran out during a stall of this loop is not
+                        # claimed again beside the review still in flight; renewal resumes it.
+                        exclude=tuple(self._flight),
                     )
                 for item in claimed:
-                    if item.id in self._flight:
-                        # Our own lease ran out while the loop was busy (a lease shorter than
-                        # a stall): keep the review in flight, under the new lease.
-                        self._flight[item.id] = item
-                        continue
                     self._flight[item.id] = item
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
@@ -263,7 +261,6 @@ class Worker:
     async def _complete(
         self, item: ClaimedItem, review_json: str, *, duplicate_of: str | None
     ) -> None:
-        item = self._flight.get(item.id, item)  # the current lease (see `run`)
         if await self.store.complete_item(item, review_json, duplicate_of=duplicate_of):
             self.stats.done += 1
             if duplicate_of is not None:
@@ -272,7 +269,6 @@ class Worker:
             self.stats.lost += 1
 
     async def _fail(self, item: ClaimedItem, reason: str, *, final: bool) -> None:
-        item = self._flight.get(item.id, item)  # the current lease (see `run`)
         retry_at = None
         if not final:
             retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay(item.attempts))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -391,10 +391,14 @@ class BatchStore:
         lease_s: float,
         max_attempts: int,
         batch_id: str | None = None,
+        exclude: Collection[int] = (),
     ) -> list[ClaimedItem]:
-        """Lease up to `limit` claimable items (oldest first) to `owner`."""
+        """Lease up to `limit` claimable items (oldest first) to `owner`. `exclude`: ids the
+        caller still works on, never taken back from it when their lease ran out meanwhile."""
         now = _now()
         scope = [] if batch_id is None else [batch_items.c.batch_id == batch_id]
+        if exclude:
+            scope.append(batch_items.c.id.not_in(list(exclude)))
         expired = and_(batch_items.c.state == "leased", batch_items.c.lease_until < now)
         async with database_errors("claiming batch items"), self._engine.begin() as conn:
             # Dead-letter first: an item whose lease ran out max_attempts times.

@@ -27,6 +27,7 @@ from coach.engines.llm.schema import LLMRuleVerdict, _Out, strict_schema
 from coach.errors import LLMInvalidOutput, first_validation_error
 from coach.models import Context, Kind, Language
 from coach.rulebook import Rulebook
+from coach.scheduler import Scheduler
 from coach.settings import Settings
 from coach.text.language import detect_language
 
@@ -64,7 +65,9 @@ class Judge:
     @property
     def caller(self) -> ModelCaller:
         if self._caller is None:
-            client = make_client(self.settings)
+            # Its own scheduler when used alone; `coach eval run` passes a caller that shares
+            # the engine's.
+            client = make_client(self.settings, scheduler=Scheduler.from_settings(self.settings))
             self._caller = ModelCaller(client, max_attempts=self.settings.llm_max_attempts)
         return self._caller
 

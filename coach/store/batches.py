@@ -230,7 +230,26 @@ class BatchStore:
                 "created_at": now,
                 "updated_at": now,
             }
-            await conn.execute(batches.insert().values(**values))
+            insert = (postgresql.insert if self._postgres else sqlite.insert)(batches)
+            stmt = insert.values(**values)
+            if idempotency_key is not None:
+                # Two requests with one key at once: the second waits for the first to commit,
+                # then answers with its batch (instead of a unique-constraint error).
+                stmt = stmt.on_conflict_do_nothing(index_elements=["tenant", "idempotency_key"])
+            if not (await conn.execute(stmt)).rowcount:
+                row = (
+                    await conn.execute(
+                        select(batches).where(
+                            batches.c.tenant == tenant,
+                            batches.c.idempotency_key == idempotency_key,
+                        )
+                    )
+                ).one()
+                if row.request_hash != request_hash:
+                    raise IdempotencyConflict(
+                        "this Idempotency-Key was used with a different request"
+                    )
+                return _batch(row), False
             if items:
                 await self._insert_items(conn, new_id, items, start=0, generation=1)
             row = (await conn.execute(select(batches).where(batches.c.id == new_id))).one()

@@ -24,6 +24,7 @@ import asyncio
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class Worker:
         self._flight: dict[int, ClaimedItem] = {}
         self._shared: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
         self._touched: set[str] = set()
+        self._settled_at = 0.0
 
     async def run(
         self,
@@ -131,6 +133,13 @@ class Worker:
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                if (
+                    len(claimed) >= free
+                    and time.monotonic() - self._settled_at >= self.config.poll_s
+                ):
+                    # Busy with a long queue: still finish the batches whose last item is done
+                    # (and send their webhooks) now, not when the whole queue has drained.
+                    await self._settle()
                 if len(claimed) < free:
                     # The queue is draining: settle the batches this worker touched.
                     await self._settle()
@@ -169,6 +178,7 @@ class Worker:
             waiters[0].cancel()
 
     async def _settle(self) -> None:
+        self._settled_at = time.monotonic()
         touched, self._touched = self._touched, set()
         for batch_id in touched:
             await self.store.maybe_finish(batch_id)

@@ -1,0 +1,125 @@
+"""Helpers for the batch core tests: items to store, a counting fake server, store rows."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from coach.batch.jobs import draft_hash
+from coach.models import ReviewRequest
+from coach.store import NewItem, SqlStore
+from coach.store.schema import batch_items
+from tools.fake_openai import LISTENING_PREFIX, MODEL_ID
+
+__all__ = [
+    "MODEL_ID",
+    "REPO",
+    "CountingServer",
+    "counting_server",
+    "item_rows",
+    "new_items",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_items(
+    n: int, *, prefix: str = "item", text: str = "Draft number {i}: can we talk?"
+) -> list[NewItem]:
+    """`n` readable items with distinct drafts (`text` is formatted with `i`)."""
+    out = []
+    for i in range(n):
+        request = ReviewRequest(text=text.format(i=i)).model_dump_json()
+        out.append(
+            NewItem(
+                key=f"{prefix}-{i:04d}",
+                location={"id": f"{prefix}-{i:04d}"},
+                request=request,
+                draft_hash=draft_hash(request, engine="rules", rewrite=True),
+            )
+        )
+    return out
+
+
+async def item_rows(store: SqlStore, batch_id: str) -> list[dict[str, Any]]:
+    """Every item row of the batch (state, attempts, lease…), in seq order."""
+    async with store._engine.connect() as conn:
+        rows = await conn.execute(
+            select(batch_items)
+            .where(batch_items.c.batch_id == batch_id)
+            .order_by(batch_items.c.seq)
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+@dataclass
+class CountingServer:
+    """The fake OpenAI server with its access log kept: one line per chat completion it
+    answered (written after the latency, before the answer is sent), so `completions()` counts
+    the reviews performed, including those whose client died waiting."""
+
+    process: subprocess.Popen[str]
+    base_url: str
+    log: Path
+
+    def completions(self) -> int:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return sum(1 for line in text.splitlines() if "POST /v1/chat/completions 200" in line)
+
+    def env(self) -> dict[str, str]:
+        return {"COACH_LLM_BASE_URL": self.base_url, "COACH_LLM_MODEL": MODEL_ID}
+
+
+@contextmanager
+def counting_server(log: Path, *args: str) -> Iterator[CountingServer]:
+    """`python -m tools.fake_openai` (not quiet: its access log goes to `log`)."""
+    with log.open("w", encoding="utf-8") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.fake_openai", "--port", "0", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        )
+    assert process.stdout is not None
+    stdout = process.stdout
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        line = lines.get(timeout=30).strip()
+        assert line.startswith(LISTENING_PREFIX), f"fake server did not start: {line!r}"
+        yield CountingServer(process, line.removeprefix(LISTENING_PREFIX), log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        stdout.close()
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -223,7 +223,7 @@ def _done(db: Path) -> int:
 def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
     drafts = tmp_path / "drafts"
     drafts.mkdir()
-    n = 120
+    n = 60
     for i in range(n):
         (drafts / f"d{i:03d}.txt").write_text(f"Hi {{{{first_name}}}}, note {i}: can we talk?")
     out = tmp_path / "out.jsonl"

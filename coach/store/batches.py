@@ -662,18 +662,26 @@ class BatchStore:
                     "results_url": f"/v1/batches/{batch_id}/results",
                 },
             }
+            values: dict[str, Any] = {
+                "id": event_id,
+                "tenant": row.tenant,
+                "batch_id": batch_id,
+                "event": event,
+                "url": row.webhook_url,
+                "payload": json.dumps(payload, separators=(",", ":")),
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            insert = (postgresql.insert if self._postgres else sqlite.insert)(webhook_outbox)
+            # A batch finished again after `retry_failed` (failed twice): one row per event
+            # kind, so the earlier row is re-armed as a new event (new id, new payload).
+            rearm = {k: v for k, v in values.items() if k != "batch_id"}
+            rearm.update(lease_until=None, last_error=None, last_status=None, delivered_at=None)
             await conn.execute(
-                webhook_outbox.insert().values(
-                    id=event_id,
-                    tenant=row.tenant,
-                    batch_id=batch_id,
-                    event=event,
-                    url=row.webhook_url,
-                    payload=json.dumps(payload, separators=(",", ":")),
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+                insert.values(**values).on_conflict_do_update(
+                    index_elements=["batch_id", "event"], set_=rearm
                 )
             )
         return True

@@ -453,3 +453,31 @@ def test_concurrent_creates_with_one_idempotency_key_give_one_batch(
             assert (await stores[0].batch_counts(results[0][0].id))["pending"] == 20
 
     asyncio.run(scenario())
+
+
+def test_a_retried_batch_that_fails_again_announces_it_again(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            batch_id = await _batch(store, 1, webhook_url="https://hooks.example/x")
+            for _ in range(2):
+                [item] = await _claim(store)
+                assert await store.fail_item(item, "refusal: no")
+                finished = await store.maybe_finish(batch_id)
+                assert finished is not None and finished.state == "failed"
+                [event] = await store.claim_events(limit=5, lease_s=30)
+                assert '"status":"failed"' in event.payload
+                await store.record_delivery(
+                    event.id, delivered=True, status=204, error=None, retry_at=None
+                )
+                assert await store.retry_failed(batch_id) == 1
+            [item] = await _claim(store)
+            assert await store.complete_item(item, REVIEW)
+            finished = await store.maybe_finish(batch_id)
+            assert finished is not None and finished.state == "completed"
+            events = await store.events(batch_id)
+            assert [(e["event"], e["state"]) for e in events] == [
+                ("batch.failed", "delivered"),
+                ("batch.completed", "pending"),
+            ]
+
+    asyncio.run(scenario())

@@ -561,7 +561,19 @@ class BatchStore:
         """Give a leased item back for a later attempt (`retry_at`), or fail it for good."""
         values: dict[str, Any] = {"error": error[:500], "lease_token": None, "lease_until": None}
         if retry_at is not None:
-            values.update(state="pending", not_before=retry_at)
+            # The batch was cancelled meanwhile: no further attempt (cancel stops the items
+            # not started; a retry is one), else workers kept reviewing a cancelled batch.
+            cancelled = (
+                select(batches.c.state)
+                .where(batches.c.id == batch_items.c.batch_id)
+                .scalar_subquery()
+                == "cancelled"
+            )
+            values.update(
+                state=case((cancelled, "cancelled"), else_="pending"),
+                completed_at=case((cancelled, _now()), else_=None),
+                not_before=retry_at,
+            )
         else:
             values.update(state="failed", completed_at=_now())
         async with database_errors("recording a failure"), self._engine.begin() as conn:

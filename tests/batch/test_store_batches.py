@@ -481,3 +481,23 @@ def test_a_retried_batch_that_fails_again_announces_it_again(db_url: str, tmp_pa
             ]
 
     asyncio.run(scenario())
+
+
+def test_a_retry_after_cancel_is_cancelled_not_requeued(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            batch_id = await _batch(store, 2)
+            first, second = await _claim(store, 2)
+            assert await store.cancel_batch(batch_id) is not None
+            soon = datetime.now(UTC) - timedelta(seconds=1)
+            assert await store.fail_item(first, "rate_limited: later", retry_at=soon)
+            assert await _claim(store) == []  # a cancelled batch gets no new attempt
+            assert await store.complete_item(second, REVIEW)  # a review in flight finishes
+            counts = await store.batch_counts(batch_id)
+            assert (counts["cancelled"], counts["done"], counts["pending"]) == (1, 1, 0)
+            assert not await store.open_items(batch_id)
+            row = (await item_rows(store, batch_id))[0]
+            assert row["state"] == "cancelled"
+            assert abs(row["completed_at"] - datetime.now(UTC)) < timedelta(minutes=1)
+
+    asyncio.run(scenario())

@@ -16,7 +16,15 @@ from sqlalchemy.pool import NullPool
 
 from coach.errors import CoachError, ConfigError
 
-__all__ = ["StoreError", "database_errors", "database_url", "describe_error", "make_engine"]
+__all__ = [
+    "READ_ONLY",
+    "StoreError",
+    "database_errors",
+    "database_url",
+    "describe_error",
+    "make_engine",
+    "reader",
+]
 
 
 class StoreError(CoachError):
@@ -117,7 +125,20 @@ def _begin_immediate(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (see `reader`) does not queue behind writers for the write lock.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+#: The execution option that marks an engine's transactions as reads (SQLite: deferred BEGIN).
+READ_ONLY = "coach_read_only"
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool for transactions that only read. On SQLite they start with a
+    plain (deferred) BEGIN, so an API key lookup never waits for a batch worker's write lock;
+    everything else starts with BEGIN IMMEDIATE (see `make_engine`)."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def describe_error(exc: BaseException) -> str:

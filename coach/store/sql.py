@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coach.errors import InputError
 from coach.store.base import KeyRecord, Principal
@@ -49,6 +49,7 @@ from coach.store.db import (
     database_url,
     describe_error,
     make_engine,
+    reader,
 )
 from coach.store.schema import api_keys, metadata
 
@@ -144,6 +145,7 @@ class SqlStore(BatchStore):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._reads = reader(engine)
 
     @property
     def dialect(self) -> str:
@@ -155,7 +157,7 @@ class SqlStore(BatchStore):
         if prefix is None:
             return None
         digest = hash_key(key)
-        async with database_errors("authenticating"), self._engine.connect() as conn:
+        async with database_errors("authenticating"), self._reads.connect() as conn:
             row = (
                 await conn.execute(
                     select(
@@ -171,21 +173,22 @@ class SqlStore(BatchStore):
                 return None
             if not hmac.compare_digest(row.key_hash, digest):
                 return None
-            await self._touch(conn, row.id, row.last_used_at)
+        await self._touch(row.id, row.last_used_at)
         return Principal(tenant=row.tenant, key_id=row.id, prefix=prefix)
 
-    async def _touch(self, conn: AsyncConnection, key_id: str, last: datetime | None) -> None:
+    async def _touch(self, key_id: str, last: datetime | None) -> None:
         now = datetime.now(UTC)
         if last is not None and now - last < LAST_USED_RESOLUTION:
             return
         try:
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
-            )
-            await conn.commit()
-        except SQLAlchemyError:
+            # Its own short write transaction, after the read one has ended.
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
+                )
+        except (SQLAlchemyError, OSError):
             # Bookkeeping only: a busy database must not turn a valid key into a 401/503.
-            await conn.rollback()
+            pass
 
     async def create_key(self, tenant: str) -> tuple[str, KeyRecord]:
         _check_tenant(tenant)
@@ -217,7 +220,7 @@ class SqlStore(BatchStore):
         raise StoreError("could not draw an unused key prefix")  # pragma: no cover
 
     async def list_keys(self) -> list[KeyRecord]:
-        async with database_errors("listing keys"), self._engine.connect() as conn:
+        async with database_errors("listing keys"), self._reads.connect() as conn:
             rows = await conn.execute(
                 select(
                     api_keys.c.id,
@@ -236,7 +239,7 @@ class SqlStore(BatchStore):
         prefix, key = _target(key_or_prefix)
         if prefix is None:
             return None
-        async with database_errors("looking up a key"), self._engine.connect() as conn:
+        async with database_errors("looking up a key"), self._reads.connect() as conn:
             row = (await conn.execute(select(api_keys).where(api_keys.c.prefix == prefix))).first()
         if row is None:
             return None
@@ -259,7 +262,7 @@ class SqlStore(BatchStore):
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(_PING_TIMEOUT_S), self._engine.connect() as conn:
+            async with asyncio.timeout(_PING_TIMEOUT_S), self._reads.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except (SQLAlchemyError, OSError):
             return False

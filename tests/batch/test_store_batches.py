@@ -219,21 +219,21 @@ def test_lease_renewal_keeps_the_item(db_url: str, tmp_path: Path) -> None:
 def test_fail_with_retry_at_and_final_fail(db_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:
-            batch_id = await _batch(store, 1)
-            [item] = await _claim(store)
-            later = datetime.now(UTC) + timedelta(seconds=0.4)
-            assert await store.fail_item(item, "rate_limited: slow down", retry_at=later)
-            assert await _claim(store) == []  # not before retry_at
-            assert await store.open_items(batch_id)
-            await asyncio.sleep(0.5)
-            [again] = await _claim(store)
-            assert again.attempts == 2 and again.error == "rate_limited: slow down"
+            batch_id = await _batch(store, 2)
+            waiting, due = await _claim(store, 2)
+            later = datetime.now(UTC) + timedelta(minutes=5)
+            earlier = datetime.now(UTC) - timedelta(seconds=1)
+            assert await store.fail_item(waiting, "rate_limited: slow down", retry_at=later)
+            assert await store.fail_item(due, "timeout: slow", retry_at=earlier)
+            [again] = await _claim(store, 2)  # `waiting` is not claimable before retry_at
+            assert again.id == due.id and again.attempts == 2 and again.error == "timeout: slow"
             assert await store.fail_item(again, "refusal: no")
-            assert await store.maybe_finish(batch_id) is not None
-            record = await store.get_batch(batch_id)
-            assert record is not None and record.state == "failed"
-            [result] = await store.results_page(batch_id)
-            assert (result.state, result.error, result.attempts) == ("failed", "refusal: no", 2)
+            assert await store.maybe_finish(batch_id) is None  # `waiting` is still open
+            assert await store.open_items(batch_id)
+            results = await store.results_page(batch_id)
+            assert [(r.key, r.state, r.error, r.attempts) for r in results] == [
+                ("item-0001", "failed", "refusal: no", 2)
+            ]
 
     asyncio.run(scenario())
 

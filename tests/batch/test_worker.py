@@ -247,12 +247,12 @@ def test_lease_renewal_keeps_a_slow_item_from_a_second_worker(db_url: str, tmp_p
             batch_id = await _batch(first, 1)
 
             async def slow(text: str, n: int) -> None:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.2)  # more than twice the lease
 
             one, two = SpyService(slow), SpyService(slow)
             await asyncio.gather(
-                _run(first, one, lease_s=0.3, concurrency=2),
-                _run(second, two, lease_s=0.3, concurrency=2),
+                _run(first, one, lease_s=0.5, concurrency=2),
+                _run(second, two, lease_s=0.5, concurrency=2),
             )
             assert sum(one.calls.values()) + sum(two.calls.values()) == 1
             [row] = await item_rows(first, batch_id)

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import ROOT, Headline, Section, Stat, fmt_stat, headline_table, table
 from tools.fake_openai import LISTENING_PREFIX, MODEL_ID
 
-LATENCY_S = 0.2
-RPM = 4_800
-CONCURRENCY = 20
+LATENCY_S = 0.5
+RPM = 3_000
+CONCURRENCY = 32
 ITEMS = 10_000
 QUICK_ITEMS = 150
 

@@ -232,7 +232,7 @@ class Worker:
         future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
         self._shared[key] = future
         try:
-            found = await self.store.done_result(item.batch_id, item.draft_hash)
+            found = item.reuse
             if found is not None:
                 future.set_result(found)
                 await self._complete(item, found[1], duplicate_of=found[0])

@@ -101,6 +101,9 @@ class ClaimedItem:
     engine: str
     rewrite: bool
     error: str | None
+    #: (key, review JSON) of a finished item of the batch with the same draft, found when the
+    #: item was claimed (one query per claim rather than one per item).
+    reuse: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class BatchStore:
     """The batch half of `SqlStore` (mixed in; `_engine` is the store's engine)."""
 
     _engine: AsyncEngine
+    _reads: AsyncEngine  # the same pool; SQLite read transactions without the write lock
 
     @property
     def _postgres(self) -> bool:
@@ -346,13 +350,13 @@ class BatchStore:
         condition = batches.c.id == batch_id
         if tenant is not None:
             condition &= batches.c.tenant == tenant
-        async with database_errors("reading a batch"), self._engine.connect() as conn:
+        async with database_errors("reading a batch"), self._reads.connect() as conn:
             row = (await conn.execute(select(batches).where(condition))).first()
         return _batch(row) if row is not None else None
 
     async def batch_counts(self, batch_id: str) -> dict[str, int]:
         """Items per state (every state present, zero when none)."""
-        async with database_errors("counting batch items"), self._engine.connect() as conn:
+        async with database_errors("counting batch items"), self._reads.connect() as conn:
             rows = await conn.execute(
                 select(batch_items.c.state, func.count())
                 .where(batch_items.c.batch_id == batch_id)
@@ -474,6 +478,7 @@ class BatchStore:
             )
             rows = sorted(claimed.all(), key=lambda r: r.id)
             meta: dict[str, Any] = {}
+            reuse: dict[tuple[str, str], tuple[str, str]] = {}
             ids = {r.batch_id for r in rows}
             if ids:
                 meta = {
@@ -489,6 +494,7 @@ class BatchStore:
                     .where(batches.c.id.in_(ids), batches.c.state == "queued")
                     .values(state="running", updated_at=now)
                 )
+                reuse = await self._reusable(conn, ids, {r.draft_hash for r in rows})
         for dead_batch in dead_batches:
             await self.maybe_finish(dead_batch)
         return [
@@ -505,9 +511,33 @@ class BatchStore:
                 engine=meta[r.batch_id].engine,
                 rewrite=bool(meta[r.batch_id].rewrite),
                 error=r.error,
+                reuse=reuse.get((r.batch_id, r.draft_hash)),
             )
             for r in rows
         ]
+
+    @staticmethod
+    async def _reusable(
+        conn: AsyncConnection, batch_ids: set[str], hashes: set[str]
+    ) -> dict[tuple[str, str], tuple[str, str]]:
+        rows = await conn.execute(
+            select(
+                batch_items.c.batch_id,
+                batch_items.c.draft_hash,
+                batch_items.c.key,
+                batch_items.c.result,
+            ).where(
+                batch_items.c.batch_id.in_(batch_ids),
+                batch_items.c.draft_hash.in_(hashes),
+                batch_items.c.state == "done",
+                batch_items.c.duplicate_of.is_(None),
+            )
+        )
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        for row in rows:
+            if row.result:
+                found.setdefault((row.batch_id, row.draft_hash), (row.key, row.result))
+        return found
 
     async def extend_leases(self, items: Sequence[ClaimedItem], *, lease_s: float) -> int:
         """Push the leases of items still being reviewed; how many were still ours."""
@@ -613,7 +643,7 @@ class BatchStore:
 
     async def done_result(self, batch_id: str, draft_hash: str) -> tuple[str, str] | None:
         """(key, review JSON) of a finished item of the batch with the same draft, if any."""
-        async with database_errors("looking up a result"), self._engine.connect() as conn:
+        async with database_errors("looking up a result"), self._reads.connect() as conn:
             row = (
                 await conn.execute(
                     select(batch_items.c.key, batch_items.c.result)
@@ -712,7 +742,7 @@ class BatchStore:
         """Whether any item (of the batch, or of any batch) is still pending or leased."""
         scope = [] if batch_id is None else [batch_items.c.batch_id == batch_id]
         query = select(batch_items.c.id).where(*scope, batch_items.c.state.in_(_OPEN_ITEM_STATES))
-        async with database_errors("checking open items"), self._engine.connect() as conn:
+        async with database_errors("checking open items"), self._reads.connect() as conn:
             found = await conn.scalar(query.limit(1))
         return found is not None
 
@@ -743,7 +773,7 @@ class BatchStore:
             batch_items.c.duplicate_of,
             batch_items.c.request if with_requests else batch_items.c.id.label("request_"),
         )
-        async with database_errors("reading results"), self._engine.connect() as conn:
+        async with database_errors("reading results"), self._reads.connect() as conn:
             rows = (
                 await conn.execute(
                     select(*columns)
@@ -779,7 +809,7 @@ class BatchStore:
         self, batch_id: str, *, after_id: int = 0, limit: int = 500
     ) -> list[tuple[int, str, str]]:
         """(id, key, request JSON) of open items, for the provider Batch API path."""
-        async with database_errors("reading items"), self._engine.connect() as conn:
+        async with database_errors("reading items"), self._reads.connect() as conn:
             rows = await conn.execute(
                 select(batch_items.c.id, batch_items.c.key, batch_items.c.request)
                 .where(
@@ -794,7 +824,7 @@ class BatchStore:
             return [(r.id, r.key, r.request) for r in rows]
 
     async def item_request(self, batch_id: str, item_id: int) -> str | None:
-        async with database_errors("reading an item"), self._engine.connect() as conn:
+        async with database_errors("reading an item"), self._reads.connect() as conn:
             return await conn.scalar(
                 select(batch_items.c.request).where(
                     batch_items.c.batch_id == batch_id, batch_items.c.id == item_id
@@ -826,7 +856,7 @@ class BatchStore:
     # -- provider Batch API state ----------------------------------------------------------
 
     async def load_provider_state(self, batch_id: str) -> dict[str, Any] | None:
-        async with database_errors("reading provider state"), self._engine.connect() as conn:
+        async with database_errors("reading provider state"), self._reads.connect() as conn:
             raw = await conn.scalar(
                 select(batches.c.provider_state).where(batches.c.id == batch_id)
             )
@@ -916,7 +946,7 @@ class BatchStore:
 
     async def events(self, batch_id: str) -> list[dict[str, Any]]:
         """The webhook events of a batch and their delivery state (for status and tests)."""
-        async with database_errors("reading webhook events"), self._engine.connect() as conn:
+        async with database_errors("reading webhook events"), self._reads.connect() as conn:
             rows = await conn.execute(
                 select(
                     webhook_outbox.c.id,

@@ -38,13 +38,19 @@ EXIT_ITEMS_FAILED = 3
 EXIT_INTERRUPTED = 130
 
 
-def _settings(rpm: int | None, tpm: int | None) -> Settings:
+def _settings(rpm: int | None, tpm: int | None, concurrency: int | None) -> Settings:
     settings = Settings.from_env(os.environ)
     update: dict[str, object] = {}
     if rpm is not None:
         update["llm_rpm"] = rpm
     if tpm is not None:
         update["llm_tpm"] = tpm
+    if concurrency is not None:
+        update["batch_concurrency"] = concurrency
+    # Every item in flight needs a connection: a smaller pool would quietly cap concurrency.
+    wanted = concurrency or settings.batch_concurrency
+    if wanted > settings.llm_max_connections:
+        update["llm_max_connections"] = wanted
     return settings.model_copy(update=update) if update else settings
 
 
@@ -112,7 +118,7 @@ def batch(
     from coach.rulebook import load_rulebook
     from coach.service import ReviewService
 
-    settings = _settings(rpm, tpm)
+    settings = _settings(rpm, tpm, concurrency)
     options = BatchOptions(
         inputs=list(inputs),
         out=out,
@@ -259,7 +265,7 @@ def worker(
     """Review batch items from the store (COACH_DATABASE_URL) until SIGTERM or Ctrl-C, and
     deliver webhook events. Run as many as you like, on any machine that reaches the
     database."""
-    settings = _settings(rpm, tpm)
+    settings = _settings(rpm, tpm, concurrency)
     asyncio.run(_worker(settings, concurrency or settings.batch_concurrency, batch_id, once))
 
 

@@ -390,3 +390,31 @@ def test_a_webhook_that_keeps_failing_is_dead_lettered(
 
     [event] = asyncio.run(events())
     assert event["state"] == "dead" and event["attempts"] == 2 and event["last_status"] == 500
+
+
+def test_failed_items_are_listed_with_their_reason_and_can_be_retried(make_api: MakeApi) -> None:
+    # An LLM nobody answers: every attempt fails, and with one attempt allowed the item fails.
+    api = make_api(
+        llm_model="fake-model",
+        llm_base_url="http://127.0.0.1:9/v1",
+        llm_max_attempts=1,
+        batch_max_attempts=1,
+    )
+    batch = api.client.post(
+        "/v1/batches",
+        json={"items": [{"id": "a", "text": GIVE}], "engine": "llm"},
+        headers=api.headers(),
+    ).json()
+    failed = api.wait(batch["id"])
+    assert failed["status"] == "failed" and failed["counts"]["failed"] == 1
+    [line] = api.results(batch["id"])
+    assert line["status"] == "failed" and line["error"].startswith("provider_error")
+    assert "review" not in line  # never degraded to the rule engine inside a batch
+    theirs = api.client.post(f"/v1/batches/{batch['id']}/retry", headers=api.headers(1))
+    assert theirs.status_code == 404
+    retried = api.client.post(f"/v1/batches/{batch['id']}/retry", headers=api.headers())
+    assert retried.status_code == 202
+    assert retried.json()["status"] == "running"
+    assert retried.json()["counts"]["failed"] == 0
+    again = api.wait(batch["id"])
+    assert again["status"] == "failed" and again["counts"]["failed"] == 1

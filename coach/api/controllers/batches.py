@@ -5,6 +5,7 @@
     GET  /v1/batches/{id}          status, counts, progress
     GET  /v1/batches/{id}/results  JSONL, streamed, in item order, resumable with ?cursor=
     POST /v1/batches/{id}/cancel   stop the items not started
+    POST /v1/batches/{id}/retry    re-queue the failed items
 
 Batches live in the store and are reviewed by workers (`coach worker`, or the API process's
 own in-process worker, COACH_WORKER_IN_PROCESS). A batch of another tenant is a 404, exactly
@@ -220,6 +221,18 @@ class BatchController(Controller):
         )
 
     @post(
+        "/{batch_id:str}/retry",
+        status_code=202,
+        summary="Retry a batch's failed items",
+        description="Re-queues the items that failed (after their retries, or because a "
+        "worker was lost); items whose input could not be read stay failed. A `failed` batch "
+        "runs again and ends with a new event.",
+        responses=problems(401, 404, 422, 429, 500, 503),
+    )
+    async def retry(self, request: AnyRequest, batch_id: FromPath[str], api: Api) -> BatchStatus:
+        return await _retry(api, request, batch_id)
+
+    @post(
         "/{batch_id:str}/cancel",
         status_code=202,
         summary="Cancel a batch",
@@ -233,6 +246,17 @@ class BatchController(Controller):
         cancelled = await store.cancel_batch(record.id, tenant=record.tenant)
         assert cancelled is not None
         return status_of(cancelled, await store.batch_counts(record.id))
+
+
+async def _retry(api: ApiState, request: AnyRequest, batch_id: str) -> BatchStatus:
+    store = _store(api)
+    record = await _owned(store, request, batch_id)
+    if record.state == "cancelled":
+        raise ApiProblem("unprocessable", "a cancelled batch cannot be retried")
+    await store.retry_failed(record.id)
+    refreshed = await store.get_batch(record.id)
+    assert refreshed is not None
+    return status_of(refreshed, await store.batch_counts(record.id))
 
 
 async def _owned(store: BatchStore, request: AnyRequest, batch_id: str) -> BatchRecord:

@@ -114,10 +114,15 @@ class Worker:
         tasks: set[asyncio.Task[None]] = set()
         renewer = asyncio.create_task(self._renew_leases())
         try:
+            # Claim in small groups rather than one slot at a time: each claim is a write
+            # transaction of several statements, and refilling slots one by one made claiming
+            # a large share of a busy worker's CPU. Waiting for a few slots to free costs little
+            # idle time next to a model call's latency.
+            group = max(1, self.config.concurrency // 8)
             while not stop.is_set():
                 free = self.config.concurrency - len(tasks)
                 claimed: list[ClaimedItem] = []
-                if free > 0:
+                if free >= group or (free > 0 and not tasks):
                     claimed = await self.store.claim(
                         self.owner,
                         limit=free,

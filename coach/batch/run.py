@@ -64,7 +64,6 @@ class Progress:
     total: int | None = None
     finished: int = 0
     failed: int = 0
-    retried: int = 0
     reused: int = 0
     started: float = field(default_factory=time.monotonic)
 

@@ -641,23 +641,6 @@ class BatchStore:
                     )
                 )
 
-    async def done_result(self, batch_id: str, draft_hash: str) -> tuple[str, str] | None:
-        """(key, review JSON) of a finished item of the batch with the same draft, if any."""
-        async with database_errors("looking up a result"), self._reads.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(batch_items.c.key, batch_items.c.result)
-                    .where(
-                        batch_items.c.batch_id == batch_id,
-                        batch_items.c.draft_hash == draft_hash,
-                        batch_items.c.state == "done",
-                        batch_items.c.duplicate_of.is_(None),
-                    )
-                    .limit(1)
-                )
-            ).first()
-        return (row.key, row.result) if row is not None and row.result else None
-
     async def maybe_finish(self, batch_id: str) -> BatchRecord | None:
         """Move the batch to its final state when no item is left to review; the batch when
         this call finished it, else None."""

@@ -63,7 +63,14 @@ from coach.logs import get_logger
 if TYPE_CHECKING:
     from coach.settings import Settings
 
-__all__ = ["Scheduler", "SchedulerStats", "estimate_tokens", "is_counted", "parse_duration"]
+__all__ = [
+    "Scheduler",
+    "SchedulerStats",
+    "estimate_tokens",
+    "is_counted",
+    "parse_duration",
+    "retry_after_seconds",
+]
 
 log = get_logger("coach.scheduler")
 
@@ -141,8 +148,9 @@ def parse_duration(value: str | None) -> float | None:
     return seconds
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """The wait a 429 asks for: `retry-after-ms`, then `Retry-After` (seconds or a date)."""
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """The wait a response asks for: `retry-after-ms`, then `Retry-After` (seconds or an
+    HTTP date). Shared with the retry policy (`coach.engines.llm.call.retry_after`)."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return max(0.0, float(ms) / 1000)
@@ -346,7 +354,7 @@ class Scheduler:
         )
         if response.status_code == 429:
             self._responses_429 += 1
-            wait = _retry_after(headers)
+            wait = retry_after_seconds(headers)
             if wait is None:
                 resets = [
                     parse_duration(headers.get(name))

@@ -36,6 +36,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from coach.errors import CoachError
 from coach.store.db import database_errors
@@ -150,6 +151,15 @@ def _batch(row: Row[Any]) -> BatchRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+    )
+
+
+def _held(item: ClaimedItem) -> ColumnElement[bool]:
+    """The item is still leased under the lease its worker holds (else a write is refused)."""
+    return and_(
+        batch_items.c.id == item.id,
+        batch_items.c.lease_token == item.lease_token,
+        batch_items.c.state == "leased",
     )
 
 
@@ -568,11 +578,7 @@ class BatchStore:
         async with database_errors("storing a result"), self._engine.begin() as conn:
             written = await conn.execute(
                 update(batch_items)
-                .where(
-                    batch_items.c.id == item.id,
-                    batch_items.c.lease_token == item.lease_token,
-                    batch_items.c.state == "leased",
-                )
+                .where(_held(item))
                 .values(
                     state="done",
                     result=result,
@@ -607,15 +613,7 @@ class BatchStore:
         else:
             values.update(state="failed", completed_at=_now())
         async with database_errors("recording a failure"), self._engine.begin() as conn:
-            written = await conn.execute(
-                update(batch_items)
-                .where(
-                    batch_items.c.id == item.id,
-                    batch_items.c.lease_token == item.lease_token,
-                    batch_items.c.state == "leased",
-                )
-                .values(**values)
-            )
+            written = await conn.execute(update(batch_items).where(_held(item)).values(**values))
         return bool(written.rowcount)
 
     async def release(self, items: Sequence[ClaimedItem]) -> None:
@@ -626,11 +624,7 @@ class BatchStore:
             for item in items:
                 await conn.execute(
                     update(batch_items)
-                    .where(
-                        batch_items.c.id == item.id,
-                        batch_items.c.lease_token == item.lease_token,
-                        batch_items.c.state == "leased",
-                    )
+                    .where(_held(item))
                     .values(
                         state="pending",
                         lease_token=None,

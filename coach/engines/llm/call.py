@@ -9,10 +9,8 @@ after it is not attempted. Errors leave as the named `LLMError`s of `coach.error
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -29,6 +27,7 @@ from coach.errors import (
     LLMTimeout,
     LLMTruncated,
 )
+from coach.scheduler import retry_after_seconds
 
 __all__ = ["Completion", "ModelCaller", "retry_after"]
 
@@ -73,21 +72,7 @@ def retry_after(exc: BaseException | None) -> float | None:
     response: httpx.Response | None = getattr(exc, "response", None)
     if response is None:
         return None
-    headers = response.headers
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is not None:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-            except (TypeError, ValueError):
-                return None
-    return None
+    return retry_after_seconds(response.headers)
 
 
 class ModelCaller:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +55,10 @@ class BatchOptions:
     max_attempts: int = 5
     fail_on: Severity | None = None
     worst: int = 10
+    #: Extra `coach worker --batch ID` processes beside this one (to use more cores), and
+    #: the environment they run with (the store's URL, their share of the budgets).
+    helpers: int = 0
+    helper_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +113,7 @@ async def run_batch(
     )
     reading = asyncio.create_task(read_inputs(store, batch_id, items, generation, progress, stop))
     reporter = asyncio.create_task(_report(store, batch_id, worker, progress, on_progress))
+    helpers = await _start_helpers(options, batch_id)
     try:
         work = asyncio.create_task(
             worker.run(stop=stop, until_idle=True, inputs_done=lambda: progress.reading_done)
@@ -119,6 +126,7 @@ async def run_batch(
         await work
         await reading
     finally:
+        await _stop_helpers(helpers)
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
         for sig in installed:
@@ -133,6 +141,40 @@ async def run_batch(
         on_progress(progress)
     summary, reached = await write_output(store, batch_id, options)
     return BatchOutcome(batch_id, summary, reached_fail_on=reached, stats=worker.stats)
+
+
+async def _start_helpers(options: BatchOptions, batch_id: str) -> list[asyncio.subprocess.Process]:
+    """`coach worker --batch ID` processes: they claim the batch's items from the same store
+    (row leases keep each item to one of them) and stop on SIGTERM, handing back what they
+    hold. They run until this process stops them, so a pause in reading the inputs does not
+    end them early."""
+    env = {**os.environ, **options.helper_env}
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "coach",
+            "worker",
+            "--batch",
+            batch_id,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        for _ in range(options.helpers)
+    ]
+
+
+async def _stop_helpers(helpers: list[asyncio.subprocess.Process]) -> None:
+    for process in helpers:
+        if process.returncode is None:
+            process.terminate()
+    for process in helpers:
+        try:
+            await asyncio.wait_for(process.wait(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 async def write_output(

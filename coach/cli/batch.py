@@ -54,6 +54,32 @@ def _settings(rpm: int | None, tpm: int | None, concurrency: int | None) -> Sett
     return settings.model_copy(update=update) if update else settings
 
 
+def _share_out(settings: Settings, workers: int) -> tuple[Settings, dict[str, str]]:
+    """Each of `workers` processes gets its share of the concurrency and of the rate budgets
+    (every process paces its own calls), and the helpers are pointed at this store."""
+    if workers == 1:
+        return settings, {}
+    update: dict[str, object] = {
+        "batch_concurrency": max(1, -(-settings.batch_concurrency // workers)),
+    }
+    if settings.llm_rpm is not None:
+        update["llm_rpm"] = max(1, settings.llm_rpm // workers)
+    if settings.llm_tpm is not None:
+        update["llm_tpm"] = max(1, settings.llm_tpm // workers)
+    shared = settings.model_copy(update=update)
+    env = {
+        "COACH_DATABASE_URL": shared.resolved_database_url,
+        "COACH_BATCH_CONCURRENCY": str(shared.batch_concurrency),
+        "COACH_LLM_MAX_CONNECTIONS": str(shared.llm_max_connections),
+        "COACH_LOG_LEVEL": "WARNING",
+    }
+    if shared.llm_rpm is not None:
+        env["COACH_LLM_RPM"] = str(shared.llm_rpm)
+    if shared.llm_tpm is not None:
+        env["COACH_LLM_TPM"] = str(shared.llm_tpm)
+    return shared, env
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -93,6 +119,14 @@ def _settings(rpm: int | None, tpm: int | None, concurrency: int | None) -> Sett
     is_flag=True,
     help="Send the LLM reviews through the provider's Batch API (OpenAI; half price, hours).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes reviewing the batch (to use more cores); --concurrency, --rpm and --tpm "
+    "are shared out among them.",
+)
 @click.option("--worst", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 def batch(
@@ -109,6 +143,7 @@ def batch(
     fail_on: str | None,
     no_rewrite: bool,
     provider_batch: bool,
+    workers: int,
     worst: int,
     quiet: bool,
 ) -> None:
@@ -119,6 +154,7 @@ def batch(
     from coach.service import ReviewService
 
     settings = _settings(rpm, tpm, concurrency)
+    settings, helper_env = _share_out(settings, workers)
     options = BatchOptions(
         inputs=list(inputs),
         out=out,
@@ -127,11 +163,13 @@ def batch(
         kind=Kind(kind),
         language=Language(language) if language else None,
         column=column,
-        concurrency=concurrency or settings.batch_concurrency,
+        concurrency=settings.batch_concurrency,
         lease_s=settings.batch_lease_s,
         max_attempts=settings.batch_max_attempts,
         fail_on=Severity(fail_on) if fail_on else None,
         worst=worst,
+        helpers=workers - 1,
+        helper_env=helper_env,
     )
     if out.suffix.lower() not in {".jsonl", ".csv", ".md"}:
         raise click.UsageError("--out must end in .jsonl, .csv or .md")

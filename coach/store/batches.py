@@ -450,24 +450,27 @@ class BatchStore:
                 .returning(batch_items.c.batch_id)
             )
             dead_batches = {row.batch_id for row in dead}
-            ready = or_(
-                and_(
-                    batch_items.c.state == "pending",
-                    or_(batch_items.c.not_before.is_(None), batch_items.c.not_before <= now),
-                ),
-                expired,
-            )
-            pick = (
-                select(batch_items.c.id)
-                .where(*scope, ready)
-                .order_by(batch_items.c.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
+            # Two index walks rather than one OR: (batch_id, state, id) — or (state, id)
+            # across batches — gives each in id order, where an OR made SQLite scan and sort
+            # every item of the batch on each claim (18 ms a claim at 10,000 items).
+            waiting = or_(batch_items.c.not_before.is_(None), batch_items.c.not_before <= now)
+            picked: list[int] = []
+            for ready in (expired, and_(batch_items.c.state == "pending", waiting)):
+                if len(picked) >= limit:
+                    break
+                found = await conn.execute(
+                    select(batch_items.c.id)
+                    .where(*scope, ready)
+                    .order_by(batch_items.c.id)
+                    .limit(limit - len(picked))
+                    .with_for_update(skip_locked=True)
+                )
+                picked += [row.id for row in found]
             token = str(uuid.uuid4())
             claimed = await conn.execute(
                 update(batch_items)
-                .where(batch_items.c.id.in_(pick.scalar_subquery()))
+                # An empty IN matches nothing: no claim, and the same path to the end.
+                .where(batch_items.c.id.in_(picked))
                 .values(
                     state="leased",
                     lease_owner=owner[:100],

@@ -120,7 +120,7 @@ batch_items = Table(
     UniqueConstraint("batch_id", "key"),
     Index("ix_batch_items_batch_id", "batch_id", "seq"),
     Index("ix_batch_items_state", "state", "id"),
-    Index("ix_batch_items_batch_state", "batch_id", "state"),
+    Index("ix_batch_items_batch_state", "batch_id", "state", "id"),
     Index("ix_batch_items_draft_hash", "batch_id", "draft_hash"),
 )
 

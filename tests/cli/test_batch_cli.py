@@ -262,3 +262,35 @@ def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
         # nothing finished before the interruption was reviewed again; the reviews cut off
         # by the interruption (at most the concurrency) were done once more
         assert n <= fake.completions() <= n + 4
+
+
+def test_workers_share_one_batch_and_review_each_item_once(tmp_path: Path) -> None:
+    drafts = tmp_path / "drafts"
+    drafts.mkdir()
+    n = 80
+    for i in range(n):
+        (drafts / f"d{i:03d}.txt").write_text(f"Hi {{{{first_name}}}}, note {i}: can we talk?")
+    out = tmp_path / "out.jsonl"
+    db = tmp_path / "data" / "coach.db"
+    with counting_server(tmp_path / "fake.log", "--latency", "0.2") as fake:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("COACH_") and k != "OPENAI_API_KEY"
+        }
+        env.update(fake.env(), COACH_DATA_DIR=str(tmp_path / "data"))
+        argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
+        argv += ["--out", str(out), "--quiet", "--concurrency", "8", "--workers", "2"]
+        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        time.sleep(0.3)  # the server logs a request after its latency
+        assert fake.completions() == n, "an item was reviewed twice (or not at all)"
+    rows = _by_item(out)
+    assert len(rows) == n and all(r["status"] == "done" for r in rows.values())
+    with sqlite3.connect(db) as conn:
+        owners = dict(conn.execute("SELECT lease_owner, COUNT(*) FROM batch_items GROUP BY 1"))
+        attempts = conn.execute("SELECT MAX(attempts) FROM batch_items").fetchone()[0]
+    assert len(owners) == 2, owners  # both processes did part of the work
+    assert attempts == 1
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "coach worker --batch" not in processes, "a helper process outlived the batch"

@@ -68,7 +68,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_batch_items_batch_id", "batch_items", ["batch_id", "seq"])
     op.create_index("ix_batch_items_state", "batch_items", ["state", "id"])
-    op.create_index("ix_batch_items_batch_state", "batch_items", ["batch_id", "state"])
+    op.create_index("ix_batch_items_batch_state", "batch_items", ["batch_id", "state", "id"])
     op.create_index("ix_batch_items_draft_hash", "batch_items", ["batch_id", "draft_hash"])
     op.create_table(
         "webhook_outbox",

@@ -288,8 +288,13 @@ def test_workers_share_one_batch_and_review_each_item_once(tmp_path: Path) -> No
     rows = _by_item(out)
     assert len(rows) == n and all(r["status"] == "done" for r in rows.values())
     with sqlite3.connect(db) as conn:
-        owners = dict(conn.execute("SELECT lease_owner, COUNT(*) FROM batch_items GROUP BY 1"))
-        attempts = conn.execute("SELECT MAX(attempts) FROM batch_items").fetchone()[0]
+        owners = {
+            str(owner): int(count)
+            for owner, count in conn.execute(
+                "SELECT lease_owner, COUNT(*) FROM batch_items GROUP BY 1"
+            )
+        }
+        (attempts,) = conn.execute("SELECT MAX(attempts) FROM batch_items").fetchone()
     assert len(owners) == 2, owners  # both processes did part of the work
     assert attempts == 1
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -220,21 +220,30 @@ def _done(db: Path) -> int:
         return 0
 
 
-def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
+def _drafts(tmp_path: Path, n: int) -> Path:
     drafts = tmp_path / "drafts"
     drafts.mkdir()
-    n = 60
     for i in range(n):
         (drafts / f"d{i:03d}.txt").write_text(f"Hi {{{{first_name}}}}, note {i}: can we talk?")
+    return drafts
+
+
+def _env(tmp_path: Path, llm: dict[str, str]) -> dict[str, str]:
+    """This environment without coach's settings, plus the fake LLM and a store in tmp_path."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("COACH_") and k != "OPENAI_API_KEY"
+    }
+    env.update(llm, COACH_DATA_DIR=str(tmp_path / "data"))
+    return env
+
+
+def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
+    n = 60
+    drafts = _drafts(tmp_path, n)
     out = tmp_path / "out.jsonl"
     db = tmp_path / "data" / "coach.db"
     with counting_server(tmp_path / "fake.log", "--latency", "0.1") as fake:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("COACH_") and k != "OPENAI_API_KEY"
-        }
-        env.update(fake.env(), COACH_DATA_DIR=str(tmp_path / "data"))
+        env = _env(tmp_path, fake.env())
         argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
         argv += ["--out", str(out), "--quiet", "--concurrency", "4"]
         process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE)
@@ -265,20 +274,12 @@ def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
 
 
 def test_workers_share_one_batch_and_review_each_item_once(tmp_path: Path) -> None:
-    drafts = tmp_path / "drafts"
-    drafts.mkdir()
     n = 80
-    for i in range(n):
-        (drafts / f"d{i:03d}.txt").write_text(f"Hi {{{{first_name}}}}, note {i}: can we talk?")
+    drafts = _drafts(tmp_path, n)
     out = tmp_path / "out.jsonl"
     db = tmp_path / "data" / "coach.db"
     with counting_server(tmp_path / "fake.log", "--latency", "0.2") as fake:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("COACH_") and k != "OPENAI_API_KEY"
-        }
-        env.update(fake.env(), COACH_DATA_DIR=str(tmp_path / "data"))
+        env = _env(tmp_path, fake.env())
         argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
         argv += ["--out", str(out), "--quiet", "--concurrency", "8", "--workers", "2"]
         run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, timeout=120)

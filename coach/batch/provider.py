@@ -475,7 +475,7 @@ class ProviderBatch:
         rewrite = bool(state.get("rewrite", self.rewrite))
         try:
             content, usage = self._answer(body)
-            language = self.engine.prepare(request, rewrite=rewrite).language
+            language = self.engine.language_of(request)
             review = self.engine.finish(content, request, language, rewrite=rewrite, usage=usage)
         except LLMError as exc:
             return ProviderResult(custom_id, None, _one_line(f"{exc.code}: {exc}"))

@@ -120,9 +120,17 @@ class LLMEngine:
         which retry an item later rather than settle for the rule engine's answer."""
         return await self._cached_review(request, rewrite, CallStats(), time.perf_counter())
 
-    def prepare(self, request: ReviewRequest, *, rewrite: bool = True) -> PreparedReview:
-        """The chat.completions body for one draft (also what a provider batch file holds)."""
-        language = request.language or detect_language(request.text)
+    @staticmethod
+    def language_of(request: ReviewRequest) -> Language:
+        """The language the review is written for: the request's, else the draft's."""
+        return request.language or detect_language(request.text)
+
+    def prepare(
+        self, request: ReviewRequest, *, rewrite: bool = True, language: Language | None = None
+    ) -> PreparedReview:
+        """The chat.completions body for one draft (also what a provider batch file holds).
+        `language`: when the caller already resolved it (`language_of`)."""
+        language = language or self.language_of(request)
         prompt = render_review_prompt(
             self.prompt,
             self.rulebook,
@@ -150,10 +158,6 @@ class LLMEngine:
         except ValidationError as exc:
             raise LLMInvalidOutput(f"invalid output ({first_validation_error(exc)})") from None
         return assemble_review(parsed, request, language, self.rules, rewrite=rewrite, usage=usage)
-
-    def cache_key(self, request: ReviewRequest, *, rewrite: bool = True) -> str:
-        language = request.language or detect_language(request.text)
-        return self._cache_key(request, language.value, rewrite)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -184,7 +188,8 @@ class LLMEngine:
     async def _cached_review(
         self, request: ReviewRequest, rewrite: bool, stats: CallStats, started: float
     ) -> Review:
-        key = self.cache_key(request, rewrite=rewrite)
+        language = self.language_of(request)
+        key = self._cache_key(request, language.value, rewrite)
         if (hit := self.cache.get(key)) is not None:
             usage = (
                 hit.usage.model_copy(update={"cache_hit": True, "latency_ms": 0.0})
@@ -192,16 +197,21 @@ class LLMEngine:
                 else None
             )
             return hit.model_copy(update={"usage": usage})
-        review = await self._review(request, rewrite, stats, started)
+        review = await self._review(request, language, rewrite, stats, started)
         self.cache.put(key, review)
         return review
 
     async def _review(
-        self, request: ReviewRequest, rewrite: bool, stats: CallStats, started: float
+        self,
+        request: ReviewRequest,
+        language: Language,
+        rewrite: bool,
+        stats: CallStats,
+        started: float,
     ) -> Review:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.llm_deadline_s
-        prepared = self.prepare(request, rewrite=rewrite)
+        prepared = self.prepare(request, rewrite=rewrite, language=language)
         messages = prepared.messages
         completion = await self.caller.complete(prepared.body, deadline=deadline, stats=stats)
         try:

@@ -208,6 +208,21 @@ async def write_output(
     return summary, reached
 
 
+def batch_id_of(options: BatchOptions, *, engine: str, rulebook_version: str) -> str:
+    """The batch the command names: the same inputs and review options, the same batch."""
+    return cli_batch_id(
+        options.inputs,
+        {
+            "engine": engine,
+            "rewrite": options.rewrite,
+            "kind": options.kind.value,
+            "language": options.language.value if options.language else None,
+            "column": options.column,
+            "rulebook": rulebook_version,
+        },
+    )
+
+
 async def open_batch(
     options: BatchOptions, *, store: BatchStore, service: ReviewService
 ) -> tuple[str, int, Iterator[NewItem]]:
@@ -218,17 +233,7 @@ async def open_batch(
     inputs = iter_inputs(
         options.inputs, column=options.column, kind=options.kind, language=options.language
     )
-    batch_id = cli_batch_id(
-        options.inputs,
-        {
-            "engine": engine,
-            "rewrite": options.rewrite,
-            "kind": options.kind.value,
-            "language": options.language.value if options.language else None,
-            "column": options.column,
-            "rulebook": service.rulebook.version,
-        },
-    )
+    batch_id = batch_id_of(options, engine=engine, rulebook_version=service.rulebook.version)
     batch, _created = await store.create_batch(
         CLI_TENANT,
         engine=engine,

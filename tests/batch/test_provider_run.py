@@ -14,7 +14,7 @@ import respx
 
 from batch.test_provider import BASE, MODEL, FakeBatchAPI, ok_line
 from coach.batch.provider_run import run_provider_batch
-from coach.batch.run import BatchOptions
+from coach.batch.run import BatchOptions, batch_id_of
 from coach.engines.rules.engine import RuleEngine
 from coach.models import ReviewRequest
 from coach.rulebook import default_rulebook
@@ -83,19 +83,7 @@ async def _run(settings: Settings, opts: BatchOptions, *, stop_after_submit: boo
 
 
 def _batch_id(settings: Settings, opts: BatchOptions) -> str:
-    from coach.batch.jobs import cli_batch_id
-
-    return cli_batch_id(
-        opts.inputs,
-        {
-            "engine": "llm",
-            "rewrite": opts.rewrite,
-            "kind": opts.kind.value,
-            "language": None,
-            "column": None,
-            "rulebook": default_rulebook().version,
-        },
-    )
+    return batch_id_of(opts, engine="llm", rulebook_version=default_rulebook().version)
 
 
 def test_a_provider_batch_is_submitted_once_and_merged_into_the_output(

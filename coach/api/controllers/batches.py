@@ -49,7 +49,8 @@ from coach.api.schemas import (
     EngineChoice,
     problems,
 )
-from coach.batch.jobs import draft_hash
+from coach.batch.inputs import InputItem
+from coach.batch.jobs import new_item
 from coach.errors import first_validation_error
 from coach.store.batches import BatchRecord, BatchStore, IdempotencyConflict, NewItem
 from coach.webhooks import check_url
@@ -320,14 +321,9 @@ def _new_items(items: list[BatchItemIn], *, engine: str, rewrite: bool) -> list[
         if key in seen:
             raise ApiProblem("unprocessable", f"items.{index}.id: duplicate id in the batch")
         seen.add(key)
-        request_json = item.to_request().model_dump_json()
+        location: dict[str, str | int] = {"id": key} if item.id is not None else {"index": index}
         out.append(
-            NewItem(
-                key=key,
-                location={"id": key} if item.id is not None else {"index": index},
-                request=request_json,
-                draft_hash=draft_hash(request_json, engine=engine, rewrite=rewrite),
-            )
+            new_item(InputItem(key, location, item.to_request()), engine=engine, rewrite=rewrite)
         )
     return out
 

@@ -94,10 +94,15 @@ def _store(api: ApiState) -> BatchStore:
     return store
 
 
+def _public_state(record: BatchRecord) -> str:
+    # `open` (coach batch still reading its inputs) is the store's own; clients see `queued`.
+    return "queued" if record.state == "open" else record.state
+
+
 def status_of(record: BatchRecord, counts: dict[str, int]) -> BatchStatus:
     total = sum(counts.values())
     finished = counts["done"] + counts["failed"] + counts["cancelled"]
-    state = "queued" if record.state == "open" else record.state
+    state = _public_state(record)
     return BatchStatus(
         id=record.id,
         status=state,
@@ -218,7 +223,7 @@ class BatchController(Controller):
         return Stream(
             _result_lines(store, record.id, cursor, limit),
             media_type="application/jsonl",
-            headers={"Coach-Batch-Status": "queued" if record.state == "open" else record.state},
+            headers={"Coach-Batch-Status": _public_state(record)},
         )
 
     @post(

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -30,6 +31,12 @@ from rich.progress import (
 
 from coach.models import Kind, Language, Severity
 from coach.settings import Settings
+
+if TYPE_CHECKING:
+    # Imported when used: the batch machinery (store, engines) is not needed to parse options.
+    from coach.batch.run import BatchOptions
+    from coach.batch.run import Progress as BatchProgress
+    from coach.service import ReviewService
 
 __all__ = ["batch", "worker"]
 
@@ -182,19 +189,17 @@ def batch(
 
 
 async def _batch(
-    options: object,
-    service: object,
+    options: BatchOptions,
+    service: ReviewService,
     settings: Settings,
     console: Console,
     quiet: bool,
     provider_batch: bool,
 ) -> int:
-    from coach.batch.run import BatchOptions, BatchOutcome, run_batch
+    from coach.batch.run import BatchOutcome, run_batch
     from coach.batch.summary import render_summary
-    from coach.service import ReviewService
     from coach.store import open_store
 
-    assert isinstance(options, BatchOptions) and isinstance(service, ReviewService)
     store = await open_store(settings)
     display = None if quiet else _ProgressDisplay(console)
     try:
@@ -263,10 +268,7 @@ class _ProgressDisplay:
         # prints its one `coach: error:` line and no empty progress bar before it.
         self.started = False
 
-    def update(self, state: object) -> None:
-        from coach.batch.run import Progress as BatchProgress
-
-        assert isinstance(state, BatchProgress)
+    def update(self, state: BatchProgress) -> None:
         elapsed = max(1e-6, time.monotonic() - state.started)
         failures = f"[red]{state.failed} failed" if state.failed else ""
         if state.reused:

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +16,8 @@ from coach.batch.jobs import draft_hash
 from coach.models import ReviewRequest
 from coach.store import NewItem, SqlStore
 from coach.store.schema import batch_items
-from tools.fake_openai import LISTENING_PREFIX, MODEL_ID
+from tools.fake_openai import MODEL_ID
+from tools.fake_openai.process import start
 
 __all__ = [
     "MODEL_ID",
@@ -79,7 +76,6 @@ class CountingServer:
     answered (written after the latency, before the answer is sent), so `completions()` counts
     the reviews performed, including those whose client died waiting."""
 
-    process: subprocess.Popen[str]
     base_url: str
     log: Path
 
@@ -94,31 +90,11 @@ class CountingServer:
 @contextmanager
 def counting_server(log: Path, *args: str) -> Iterator[CountingServer]:
     """`python -m tools.fake_openai` (not quiet: its access log goes to `log`)."""
-    with log.open("w", encoding="utf-8") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tools.fake_openai", "--port", "0", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=sink,
-            text=True,
-        )
-    assert process.stdout is not None
-    stdout = process.stdout
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    server = start(*args, access_log=log)
     try:
-        line = lines.get(timeout=30).strip()
-        assert line.startswith(LISTENING_PREFIX), f"fake server did not start: {line!r}"
-        yield CountingServer(process, line.removeprefix(LISTENING_PREFIX), log)
+        yield CountingServer(server.base_url, log)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        stdout.close()
+        server.stop()
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,15 +40,20 @@ class FakeServer:
             self.process.stdout.close()
 
 
-def start(*args: str) -> FakeServer:
-    """Spawn `python -m tools.fake_openai --port 0 --quiet ARGS` and wait for its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.fake_openai", "--port", "0", "--quiet", *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def start(*args: str, access_log: Path | None = None) -> FakeServer:
+    """Spawn `python -m tools.fake_openai --port 0 ARGS` and wait for its URL: quiet, or with
+    its access log (one line per request) written to `access_log`."""
+    quiet = [] if access_log is not None else ["--quiet"]
+    with (
+        access_log.open("w", encoding="utf-8") if access_log is not None else nullcontext()
+    ) as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.fake_openai", "--port", "0", *quiet, *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=sink if sink is not None else subprocess.DEVNULL,
+            text=True,
+        )
     assert process.stdout is not None
     stdout = process.stdout
     lines: queue.Queue[str] = queue.Queue()

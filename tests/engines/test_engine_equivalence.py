@@ -1,0 +1,217 @@
+"""Speed work on the rule engine must not change a byte of its output.
+
+- Every review of the dev and held-out sets (and the examples, as each kind) is compared with
+  its JSON captured before the speed work (tests/engines/data/reviews.jsonl.gz). Regenerate it
+  only for a deliberate behaviour change:
+  `.venv/bin/python tests/engines/test_engine_equivalence.py --write`.
+- `Lexicon.scan` is compared with a naive scan that tries every pattern at every position of
+  the text, on the dev texts and on generated English and Hebrew drafts with merge fields.
+- On generated drafts, the whole review with the fast scan is compared with the review with
+  the naive scan.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coach.engines.rules import analysis as analysis_module
+from coach.engines.rules.analysis import analyse
+from coach.engines.rules.lexicon import Lexicon, lexicon
+from coach.evals.dataset import load_cases
+from coach.models import Kind, Language, ReviewRequest
+from coach.rulebook import BUILTIN_RULE_IDS
+from coach.service import ReviewService
+
+REPO = Path(__file__).resolve().parents[2]
+DATASETS = REPO / "evals" / "datasets"
+FIXTURE = Path(__file__).resolve().parent / "data" / "reviews.jsonl.gz"
+
+
+def _requests() -> Iterator[tuple[str, ReviewRequest]]:
+    cases = load_cases(
+        [DATASETS / "dev.jsonl", DATASETS / "holdout.jsonl"], known_rules=set(BUILTIN_RULE_IDS)
+    )
+    for case in cases:
+        yield case.id, case.request()
+    for path in sorted((REPO / "examples").glob("*.txt")):
+        for kind in Kind:
+            yield f"{path.name}/{kind.value}", ReviewRequest(text=path.read_text(), kind=kind)
+
+
+def _reviews(service: ReviewService) -> Iterator[dict[str, str]]:
+    for name, request in _requests():
+        yield {
+            "id": name,
+            "rewrite": service.review_sync(request).model_dump_json(),
+            "plain": service.review_sync(request, rewrite=False).model_dump_json(),
+        }
+
+
+@cache
+def _expected() -> dict[str, dict[str, str]]:
+    with gzip.open(FIXTURE, "rt", encoding="utf-8") as handle:
+        return {row["id"]: row for row in map(json.loads, handle)}
+
+
+def test_every_review_is_byte_identical_to_the_captured_one() -> None:
+    expected = _expected()
+    seen = 0
+    for row in _reviews(ReviewService()):
+        want = expected[row["id"]]
+        assert row["rewrite"] == want["rewrite"], row["id"]
+        assert row["plain"] == want["plain"], row["id"]
+        seen += 1
+    assert seen == len(expected)
+
+
+# --- the scan against a naive one ----------------------------------------------------------------
+
+
+def naive_scan(lex: Lexicon, text: str) -> dict[str, list[tuple[int, int]]]:
+    """Every pattern's full regex at every position (the dispatch keys only skip positions where
+    a pattern cannot match); patterns without a key ran with finditer before the speed work,
+    which can differ from every position when their matches overlap, so they still do here."""
+    always = set(lex._always)
+    found: dict[str, list[tuple[int, int]]] = {}
+    for index, signal in enumerate(lex._signals):
+        if index in always:
+            spans = [m.span() for m in signal.regex.finditer(text)]
+        else:
+            spans = [m.span(1) for m in _everywhere(signal.regex).finditer(text)]
+        found.setdefault(signal.category, []).extend(s for s in spans if s[1] > s[0])
+    selected: dict[str, list[tuple[int, int]]] = {}
+    for category, hits in found.items():
+        kept: list[tuple[int, int]] = []
+        for begin, end in sorted(hits, key=lambda s: (s[0], -s[1])):
+            if not kept or begin >= kept[-1][1]:
+                kept.append((begin, end))
+        if kept:
+            selected[category] = kept
+    return selected
+
+
+@cache
+def _everywhere(regex: re.Pattern[str]) -> re.Pattern[str]:
+    """The match at every position, overlapping or not: a lookahead consumes nothing."""
+    return re.compile(f"(?=({regex.pattern}))", regex.flags)
+
+
+@cache
+def _dev_texts() -> list[tuple[Language, str]]:
+    texts = []
+    for _name, request in _requests():
+        language = request.language or analyse(request).language
+        texts.append((language, analyse(request).masked))
+    return texts
+
+
+def test_scan_matches_the_naive_scan_on_every_dev_text() -> None:
+    for language, masked in _dev_texts()[::2]:
+        lex = lexicon(language)
+        assert lex.scan(masked) == naive_scan(lex, masked)
+
+
+# --- generated drafts ----------------------------------------------------------------------------
+
+_FIELDS = ["{{first_name}}", "{{ company }}", "%FIRSTNAME%", "*|FNAME|*", "[First Name]"]
+_PUNCT = [".", ",", "!", "?", ":", " -", "\n", "\n\n", "\n- ", "…", "'s", '"', "(", ")", "$30", "%"]
+
+
+@cache
+def _phrases(language: Language) -> list[list[str]]:
+    """The dev texts of a language as word lists: runs of their words make drafts that hit the
+    lexicon, in new orders and with new neighbours."""
+    return [masked.split(" ") for lang, masked in _dev_texts() if lang is language]
+
+
+@st.composite
+def _run(draw: st.DrawFn, language: Language) -> str:
+    words = draw(st.sampled_from(_phrases(language)))
+    start = draw(st.integers(0, len(words) - 1))
+    return " ".join(words[start : start + draw(st.integers(1, 10))])
+
+
+def _drafts(language: Language) -> st.SearchStrategy[str]:
+    piece = st.one_of(
+        _run(language),
+        _run(language).map(str.capitalize),
+        st.sampled_from(_FIELDS),
+        st.sampled_from(_PUNCT),
+        st.sampled_from(["https://example.com/pricing", "dana@example.com", "12/3", "3pm"]),
+    )
+    return st.lists(st.tuples(piece, st.sampled_from([" ", " ", "", "\n"])), max_size=25).map(
+        lambda parts: "".join(p + sep for p, sep in parts)
+    )
+
+
+_SETTINGS = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+
+
+@pytest.mark.parametrize("language", [Language.en, Language.he])
+def test_scan_matches_the_naive_scan_on_generated_drafts(language: Language) -> None:
+    lex = lexicon(language)
+
+    @_SETTINGS
+    @given(_drafts(language))
+    def check(text: str) -> None:
+        assert lex.scan(text) == naive_scan(lex, text)
+
+    check()
+
+
+@pytest.mark.parametrize("language", [Language.en, Language.he])
+@pytest.mark.parametrize("kind", list(Kind))
+def test_review_with_fast_scan_matches_review_with_naive_scan(
+    language: Language, kind: Kind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = ReviewService()
+
+    @_SETTINGS
+    @given(_drafts(language))
+    def check(text: str) -> None:
+        if not text.strip():
+            return
+        request = ReviewRequest(text=text, kind=kind)
+        fast = service.review_sync(request).model_dump_json()
+        with monkeypatch.context() as patch:
+            patch.setattr(Lexicon, "scan", naive_scan)
+            slow = service.review_sync(request).model_dump_json()
+        assert fast == slow
+
+    check()
+
+
+def test_analysis_of_dev_texts_is_unchanged_by_the_fast_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for _name, request in list(_requests())[::5]:
+        fast = analyse(request)
+        with monkeypatch.context() as patch:
+            patch.setattr(Lexicon, "scan", naive_scan)
+            slow = analysis_module.analyse(request)
+        assert (fast.sentences, fast.hits, fast.masked) == (slow.sentences, slow.hits, slow.masked)
+
+
+def _write() -> None:
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    rows = list(_reviews(ReviewService()))
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    # mtime=0: the same reviews give the same bytes, so a rewrite shows no spurious diff.
+    FIXTURE.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+    print(f"{len(rows)} reviews -> {FIXTURE}")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    _write()

@@ -29,6 +29,12 @@ else pass untouched and are not counted):
   the reset; when no limit is known at all, the remainder is spread evenly until the reset.
 * **No budget, no headers.** Nothing is paced until a 429; then the rate observed over the
   last minute becomes the budget, with the 429 decrease applied.
+* **Shared budgets (`share`).** COACH_LLM_RPM / TPM are the whole budget of the provider key.
+  Batch workers that share a store (any number of `coach worker` processes, `coach batch
+  --workers`, the API's in-process worker) announce themselves there and count each other per
+  provider endpoint and model (`coach/batch/presence.py`); each paces its own calls at its
+  share, 1/n of the budget, and so do the limits learned from headers. A rate observed at a
+  429 is already this process's own and is not divided again.
 * **Bounded in flight (`max_in_flight`).** Not an event hook (the response hook does not run
   for errors, timeouts or cancellations, so a semaphore released there would leak): it wraps
   the transport (`Scheduler.wrap_transport`) and holds a slot from sending the request to its
@@ -191,6 +197,7 @@ class SchedulerStats:
     cooldown_s: float  # cooldown left after a 429
     limit_rpm: int | None  # the budget: configured, or lowered/learned from headers or 429s
     limit_tpm: int | None
+    workers: int  # processes sharing the budget (this one included); each paces 1/workers
     in_flight: int  # with max_in_flight only
 
 
@@ -214,25 +221,36 @@ class _Dimension:
     """Requests or tokens: the budget, what headers taught us, and the pacing state."""
 
     configured: int | None
-    learned: int | None = None  # from x-ratelimit-limit-* or from a 429
+    learned: int | None = None  # the provider's limit, from x-ratelimit-limit-*
+    observed: int | None = None  # our own rate when a 429 came with no limit known
     header_interval: float | None = None  # seconds per unit from x-ratelimit-remaining-*
+    share: float = 1.0  # this process's share of a budget other workers also draw on
     gcra: _Gcra = field(default_factory=_Gcra)
 
     @property
     def limit(self) -> int | None:
-        known = [v for v in (self.configured, self.learned) if v is not None]
+        """The whole budget (configured or the provider's), before sharing."""
+        known = [v for v in (self.configured, self.learned, self.observed) if v is not None]
         return min(known) if known else None
+
+    @property
+    def budget(self) -> float | None:
+        """What this process may spend per minute: its share of the whole budget. A rate
+        observed at a 429 was already this process's own, so it is not divided again."""
+        shared = [v * self.share for v in (self.configured, self.learned) if v is not None]
+        known = shared + ([self.observed] if self.observed is not None else [])
+        return max(1.0, min(known)) if known else None
 
     def interval(self, factor: float) -> float:
         """Seconds per unit in force (0.0: unpaced)."""
         base = 0.0
-        if (limit := self.limit) is not None:
-            base = WINDOW_S / (limit * MARGIN * factor)
+        if (budget := self.budget) is not None:
+            base = WINDOW_S / (budget * MARGIN * factor)
         return max(base, self.header_interval or 0.0)
 
     def burst(self) -> float:
-        limit = self.limit
-        return max(1.0, limit * BURST_SHARE) if limit is not None else 1.0
+        budget = self.budget
+        return max(1.0, budget * BURST_SHARE) if budget is not None else 1.0
 
     def learn(self, limit: int | None, remaining: int | None, reset: float | None) -> bool:
         """Take in one response's headers; True when the remainder is nearly spent."""
@@ -247,11 +265,11 @@ class _Dimension:
             return low
         if known is None:
             # Nothing else to go by: spread what is left evenly until the reset.
-            self.header_interval = reset / max(remaining, 1)
+            self.header_interval = reset / max(remaining * self.share, 1.0)
         elif low:
             # Slower than the provider can free capacity before the reset: binds for resets
             # longer than the budget's minute, where the base pace would overspend.
-            self.header_interval = reset / max(known * (1 - LOW_WATER), 1.0)
+            self.header_interval = reset / max(known * (1 - LOW_WATER) * self.share, 1.0)
         return low
 
 
@@ -306,6 +324,17 @@ class Scheduler:
         self._max_wait = 0.0
         self._tokens_estimated = 0
         self._in_flight = 0
+        self._workers = 1
+
+    def share(self, workers: int) -> None:
+        """This process is one of `workers` drawing on the same budget (batch workers count
+        each other through the store): pace at 1/`workers` of it from now on."""
+        workers = max(1, workers)
+        if workers == self._workers:
+            return
+        log.info("llm_budget_shared", workers=workers, previous=self._workers)
+        self._workers = workers
+        self._requests.share = self._tokens.share = 1 / workers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Scheduler:
@@ -408,6 +437,7 @@ class Scheduler:
             cooldown_s=max(0.0, self._cooldown_until - now),
             limit_rpm=self._requests.limit,
             limit_tpm=self._tokens.limit,
+            workers=self._workers,
             in_flight=self._in_flight,
         )
 
@@ -444,7 +474,7 @@ class Scheduler:
         if self._sent_at.get(request, now) <= self._decreased_at:
             return
         if self._requests.limit is None and self._tokens.limit is None:
-            self._requests.learned = self._observed_rpm(now)
+            self._requests.observed = self._observed_rpm(now)
         self._factor0 = max(MIN_FACTOR, self._factor(now) * DECREASE)
         self._decreased_at = now
         log.info(

@@ -509,6 +509,75 @@ def test_the_simulated_provider_does_punish_an_unpaced_batch() -> None:
     assert provider.rejected > 0.02 * provider.calls
 
 
+def _shared_batch(workers: int, *, share: bool) -> tuple[SlidingWindowProvider, float]:
+    """`workers` processes, each configured with the whole 600 rpm budget, on one provider."""
+    clock = VirtualClock()
+    provider = SlidingWindowProvider(600, clock)
+    schedulers = [scheduler(clock, rpm=600) for _ in range(workers)]
+    if share:
+        for s in schedulers:
+            s.share(workers)
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(batch(s, provider, items=500, concurrency=16, latency=1.0) for s in schedulers)
+        )
+
+    run_virtual(clock, main)
+    return provider, workers * 500 / clock.now
+
+
+def test_workers_sharing_a_budget_stay_within_it_together() -> None:
+    provider, achieved = _shared_batch(3, share=True)
+    assert achieved >= 0.9 * 600 / 60
+    assert provider.rejected < 0.02 * provider.calls
+
+
+def test_workers_that_do_not_share_a_budget_overrun_it() -> None:
+    """The test above is not vacuous: each taking the whole budget draws 429s."""
+    provider, _ = _shared_batch(3, share=False)
+    assert provider.rejected > 0.02 * provider.calls
+
+
+def test_a_share_divides_the_configured_and_the_learned_budget_but_not_the_observed_rate() -> None:
+    clock = VirtualClock()
+    configured = scheduler(clock, rpm=1200)
+    configured.share(4)
+    stats = configured.stats()
+    assert stats.workers == 4 and stats.limit_rpm == 1200
+    assert stats.pace_rpm == pytest.approx(1200 / 4 * 0.95)
+    # The provider's limit from the headers is the whole key's too.
+    learned = scheduler(clock)
+    learned.share(2)
+    response = answer(
+        chat(), x_ratelimit_limit_requests="300", x_ratelimit_remaining_requests="299"
+    )
+    run_virtual(clock, functools.partial(learned.after_response, response))
+    assert learned.stats().pace_rpm == pytest.approx(300 / 2 * 0.95)
+    # Back to one worker: the whole budget again.
+    configured.share(1)
+    assert configured.stats().pace_rpm == pytest.approx(1200 * 0.95)
+    assert configured.stats().workers == 1
+
+
+def test_a_rate_observed_at_a_429_is_already_this_workers_own() -> None:
+    clock = VirtualClock()
+    s = scheduler(clock)
+    s.share(2)
+
+    async def main() -> None:
+        requests = []
+        for _ in range(20):
+            request = chat()
+            await s.before_request(request)
+            requests.append(request)
+            await asyncio.sleep(0.5)  # 120 a minute from this worker
+        await s.after_response(answer(requests[-1], 429))
+
+    run_virtual(clock, main)
+    assert s.stats().pace_rpm == pytest.approx(120 * 0.95 * 0.7)
+
+
 # -- bounded in flight and the client hooks -------------------------------------------------------
 
 

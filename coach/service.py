@@ -31,6 +31,7 @@ class ReviewService:
         self.rules = RuleEngine(self.rulebook)
         self._engines: dict[str, Reviewer] = {"rules": self.rules}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._budget_workers = 1
 
     def resolve(self, name: str) -> str:
         """The engine that `name` means here ("auto" depends on the settings)."""
@@ -51,7 +52,21 @@ class ReviewService:
                     f"unknown engine {name!r} (available: {', '.join(ENGINE_CHOICES)})"
                 )
             self._engines[name] = ENGINES[name](self.rulebook, self.settings)
+            self._share(self._engines[name])
         return self._engines[name]
+
+    def share_llm_budget(self, workers: int) -> None:
+        """This process is one of `workers` batch workers drawing on the same provider budget
+        (`coach.batch.presence`): its engines pace their calls at that share, including an
+        engine built later."""
+        self._budget_workers = workers
+        for reviewer in self._engines.values():
+            self._share(reviewer)
+
+    def _share(self, reviewer: Reviewer) -> None:
+        scheduler = getattr(reviewer, "scheduler", None)
+        if scheduler is not None:
+            scheduler.share(self._budget_workers)
 
     async def review(
         self,

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from coach.batch.presence import PRESENCE_S, Presence, budget_pool
 from coach.errors import CoachError, LLMError, first_validation_error
 from coach.logs import get_logger
 from coach.models import Review, ReviewRequest
@@ -56,6 +57,7 @@ class WorkerConfig:
     max_attempts: int = 5
     poll_s: float = 0.5
     batch_id: str | None = None  # only this batch (`coach batch`); None: every batch
+    presence_s: float = PRESENCE_S  # check-ins that share the rate budget between workers
 
 
 @dataclass
@@ -110,7 +112,19 @@ class Worker:
         """Work until `stop` is set, or (`until_idle`) until no item in scope is left open
         and `inputs_done()` says no more will be added. On the way out, items still in flight
         are cancelled and handed back (their attempt does not count)."""
-        stop = stop or asyncio.Event()
+        presence = Presence(
+            self.store,
+            self.owner,
+            pool=budget_pool(self.service.settings),
+            on_count=self.service.share_llm_budget,
+            every_s=self.config.presence_s,
+        )
+        async with presence:
+            await self._work(stop or asyncio.Event(), until_idle, inputs_done)
+
+    async def _work(
+        self, stop: asyncio.Event, until_idle: bool, inputs_done: Callable[[], bool]
+    ) -> None:
         tasks: set[asyncio.Task[None]] = set()
         renewer = asyncio.create_task(self._renew_leases())
         try:

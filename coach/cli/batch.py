@@ -62,18 +62,14 @@ def _settings(rpm: int | None, tpm: int | None, concurrency: int | None) -> Sett
 
 
 def _share_out(settings: Settings, workers: int) -> tuple[Settings, dict[str, str]]:
-    """Each of `workers` processes gets its share of the concurrency and of the rate budgets
-    (every process paces its own calls), and the helpers are pointed at this store."""
+    """Each of `workers` processes gets its share of the concurrency, and the helpers are
+    pointed at this store with the same budgets: every worker counts the others in the store
+    and paces its calls at its share of them (`coach.batch.presence`)."""
     if workers == 1:
         return settings, {}
-    update: dict[str, object] = {
-        "batch_concurrency": max(1, -(-settings.batch_concurrency // workers)),
-    }
-    if settings.llm_rpm is not None:
-        update["llm_rpm"] = max(1, settings.llm_rpm // workers)
-    if settings.llm_tpm is not None:
-        update["llm_tpm"] = max(1, settings.llm_tpm // workers)
-    shared = settings.model_copy(update=update)
+    shared = settings.model_copy(
+        update={"batch_concurrency": max(1, -(-settings.batch_concurrency // workers))}
+    )
     env = {
         "COACH_DATABASE_URL": shared.resolved_database_url,
         "COACH_BATCH_CONCURRENCY": str(shared.batch_concurrency),

@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from coach.errors import CoachError
 from coach.store.db import database_errors
 from coach.store.schema import batch_items, batches, webhook_outbox
+from coach.store.workers import WorkerStore
 
 __all__ = [
     "FINAL_BATCH_STATES",
@@ -163,8 +164,9 @@ def _held(item: ClaimedItem) -> ColumnElement[bool]:
     )
 
 
-class BatchStore:
-    """The batch half of `SqlStore` (mixed in; `_engine` is the store's engine)."""
+class BatchStore(WorkerStore):
+    """The batch half of `SqlStore` (mixed in; `_engine` is the store's engine), with the
+    presence of the workers that run batches (`WorkerStore`)."""
 
     _engine: AsyncEngine
     _reads: AsyncEngine  # the same pool; SQLite read transactions without the write lock

@@ -21,7 +21,15 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["UTCDateTime", "api_keys", "batch_items", "batches", "metadata", "webhook_outbox"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "batch_items",
+    "batches",
+    "metadata",
+    "webhook_outbox",
+    "workers",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -145,4 +153,16 @@ webhook_outbox = Table(
     Column("delivered_at", UTCDateTime(), nullable=True),
     UniqueConstraint("batch_id", "event"),
     Index("ix_webhook_outbox_state", "state", "next_attempt_at"),
+)
+
+#: Batch workers that are running, one row each, refreshed while they run: they count each
+#: other here to share a provider's rate budget (`pool`: a hash of the endpoint and model).
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("pool", String(32), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("seen_at", UTCDateTime(), nullable=False),
+    Index("ix_workers_pool", "pool", "seen_at"),
 )

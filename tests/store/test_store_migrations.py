@@ -26,18 +26,18 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def test_head_is_the_batches_migration() -> None:
-    assert head_revision() == "0002"
+def test_head_is_the_workers_migration() -> None:
+    assert head_revision() == "0003"
 
 
 def test_migrate_creates_the_table_and_is_idempotent(db_url: str) -> None:
     assert asyncio.run(current_revision(db_url)) is None
     migrate(db_url)
-    assert asyncio.run(current_revision(db_url)) == "0002"
+    assert asyncio.run(current_revision(db_url)) == "0003"
     # the migrated schema is exactly the tables the code declares (columns, types, index, unique)
     assert asyncio.run(schema_drift(db_url)) == []
     migrate(db_url)
-    assert asyncio.run(current_revision(db_url)) == "0002"
+    assert asyncio.run(current_revision(db_url)) == "0003"
     assert asyncio.run(schema_drift(db_url)) == []
 
 

@@ -1,0 +1,99 @@
+"""A running worker's presence in the store, and the share of the rate budget it implies.
+
+Every worker checks in when it starts, again every `every_s` seconds, and checks out when it
+stops; each check-in returns how many workers of the same pool are running, and the worker
+paces its model calls at that share of COACH_LLM_RPM / TPM (`ReviewService.share_llm_budget`).
+So ten `coach worker` processes on three machines together stay within one key's limit, and a
+worker that is killed stops counting after `ttl_s` (then the others speed up again).
+
+Between a new worker's start and the others' next check-in the budget is briefly overspent
+(at most `every_s` seconds of one worker's share); the scheduler's 5 % margin and its 429
+handling absorb that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from types import TracebackType
+
+from coach.errors import CoachError
+from coach.logs import get_logger
+from coach.settings import Settings
+from coach.store.workers import WorkerStore
+
+__all__ = ["PRESENCE_S", "Presence", "budget_pool"]
+
+log = get_logger("coach.batch.presence")
+
+#: Seconds between check-ins; a worker not seen for three of them no longer counts.
+PRESENCE_S = 5.0
+_TTL_CHECK_INS = 3
+
+
+def budget_pool(settings: Settings) -> str:
+    """Workers that draw on the same budget: the same endpoint and model (providers limit
+    each model of a key separately). A hash, so the store holds no endpoint names."""
+    endpoint = settings.llm_base_url or f"{settings.llm_provider}:default"
+    raw = f"{endpoint.rstrip('/')}\n{settings.llm_model or ''}"
+    return hashlib.blake2b(raw.encode(), digest_size=16).hexdigest()
+
+
+class Presence:
+    """`async with Presence(...)`: checked in for the body's duration, refreshed meanwhile;
+    `on_count(n)` hears the number of workers in the pool after every check-in."""
+
+    def __init__(
+        self,
+        store: WorkerStore,
+        owner: str,
+        *,
+        pool: str,
+        on_count: Callable[[int], None],
+        every_s: float = PRESENCE_S,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._pool = pool
+        self._on_count = on_count
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+        self.count = 1
+
+    async def __aenter__(self) -> Presence:
+        await self._check_in()
+        self._task = asyncio.create_task(self._refresh())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self._store.check_out(self._owner)
+        except CoachError as error:  # the row expires on its own
+            log.warning("check_out_failed", error=str(error))
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self._check_in()
+
+    async def _check_in(self) -> None:
+        try:
+            count = await self._store.check_in(
+                self._owner, pool=self._pool, ttl_s=self._every_s * _TTL_CHECK_INS
+            )
+        except CoachError as error:  # keep the last count; the database may come back
+            log.warning("check_in_failed", error=str(error))
+            return
+        if count != self.count:
+            log.info("workers_in_pool", workers=count)
+        self.count = count
+        self._on_count(count)

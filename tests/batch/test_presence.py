@@ -1,0 +1,121 @@
+"""Workers count each other in the store (SQLite and PostgreSQL) and share the provider's rate
+budget: check-ins per pool, stale rows of killed workers expire, a stopped worker checks out,
+and running workers pace their LLM engine at 1/n of COACH_LLM_RPM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from store.store_support import BACKENDS, database, store_at
+
+from coach.batch.presence import Presence, budget_pool
+from coach.batch.worker import Worker, WorkerConfig
+from coach.service import ReviewService
+from coach.settings import Settings
+from coach.store.db import StoreError
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(str(request.param), tmp_path) as url:
+        yield url
+
+
+def test_check_ins_count_the_workers_of_a_pool(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            assert await store.check_in("a", pool="p1", ttl_s=60) == 1
+            assert await store.check_in("b", pool="p1", ttl_s=60) == 2
+            assert await store.check_in("c", pool="p2", ttl_s=60) == 1  # another model
+            assert await store.check_in("a", pool="p1", ttl_s=60) == 2  # again: still one row
+            await store.check_out("b")
+            assert await store.check_in("a", pool="p1", ttl_s=60) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_stopped_checking_in_no_longer_counts(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            await store.check_in("killed", pool="p", ttl_s=60)
+            assert await store.check_in("alive", pool="p", ttl_s=60) == 2
+            await asyncio.sleep(0.4)
+            # The killed worker never checked out; its row is older than the TTL now.
+            assert await store.check_in("alive", pool="p", ttl_s=0.3) == 1
+
+    asyncio.run(scenario())
+
+
+def test_the_pool_is_the_endpoint_and_the_model() -> None:
+    one = Settings(llm_base_url="http://a/v1", llm_model="m")
+    assert budget_pool(one) == budget_pool(Settings(llm_base_url="http://a/v1/", llm_model="m"))
+    assert budget_pool(one) != budget_pool(Settings(llm_base_url="http://a/v1", llm_model="n"))
+    assert budget_pool(one) != budget_pool(Settings(llm_base_url="http://b/v1", llm_model="m"))
+    assert "http" not in budget_pool(one)  # a hash: the store holds no endpoint
+
+
+def _llm_service() -> ReviewService:
+    return ReviewService(
+        settings=Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
+    )
+
+
+def _workers(service: ReviewService) -> int:
+    return int(service.engine("llm").scheduler.stats().workers)  # type: ignore[attr-defined]
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def test_running_workers_share_the_llm_budget(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            first, second = _llm_service(), _llm_service()
+            # The first one's engine exists before the share changes, the second one's is
+            # built afterwards: both must pace at the share.
+            pace = first.engine("llm").scheduler.stats  # type: ignore[attr-defined]
+            config = WorkerConfig(concurrency=2, poll_s=0.05, presence_s=0.05)
+            stop_first, stop_second = asyncio.Event(), asyncio.Event()
+            runs = [
+                asyncio.create_task(Worker(store, first, config).run(stop=stop_first)),
+                asyncio.create_task(Worker(store, second, config).run(stop=stop_second)),
+            ]
+            await _until(lambda: _workers(first) == 2 and _workers(second) == 2)
+            assert pace().pace_rpm == pytest.approx(600 / 2 * 0.95)
+            stop_second.set()
+            await runs[1]
+            # The one left takes the whole budget again at its next check-in.
+            await _until(lambda: _workers(first) == 1)
+            assert pace().pace_rpm == pytest.approx(600 * 0.95)
+            stop_first.set()
+            await runs[0]
+            assert await store.check_in("next", pool="other", ttl_s=60) == 1
+
+    asyncio.run(scenario())
+
+
+class _DownStore:
+    async def check_in(self, owner: str, *, pool: str, ttl_s: float) -> int:
+        raise StoreError("the database is down")
+
+    async def check_out(self, owner: str) -> None:
+        raise StoreError("the database is down")
+
+
+def test_a_database_outage_keeps_the_last_count_and_never_stops_the_worker() -> None:
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        presence = Presence(_DownStore(), "w", pool="p", on_count=seen.append, every_s=0.01)  # type: ignore[arg-type]
+        async with presence:
+            await asyncio.sleep(0.05)
+        assert presence.count == 1
+
+    asyncio.run(scenario())
+    assert seen == []

@@ -42,7 +42,8 @@ def budget_pool(settings: Settings) -> str:
 
 class Presence:
     """`async with Presence(...)`: checked in for the body's duration, refreshed meanwhile;
-    `on_count(n)` hears the number of workers in the pool after every check-in."""
+    `on_count(n)` hears the number of workers in the pool (at least `at_least`) after every
+    check-in."""
 
     def __init__(
         self,
@@ -52,12 +53,16 @@ class Presence:
         pool: str,
         on_count: Callable[[int], None],
         every_s: float = PRESENCE_S,
+        at_least: int = 1,
     ) -> None:
         self._store = store
         self._owner = owner
         self._pool = pool
         self._on_count = on_count
         self._every_s = every_s
+        # Workers known to share the budget from the start (`coach batch --workers N` starts
+        # them together), so the share is right before the others have checked in.
+        self._at_least = at_least
         self._task: asyncio.Task[None] | None = None
         self.count = 1
 
@@ -93,6 +98,7 @@ class Presence:
         except CoachError as error:  # keep the last count; the database may come back
             log.warning("check_in_failed", error=str(error))
             return
+        count = max(count, self._at_least)
         if count != self.count:
             log.info("workers_in_pool", workers=count)
         self.count = count

@@ -109,6 +109,7 @@ async def run_batch(
             max_attempts=options.max_attempts,
             batch_id=batch_id,
             poll_s=0.2,
+            workers_at_least=1 + options.helpers,
         ),
     )
     reading = asyncio.create_task(read_inputs(store, batch_id, items, generation, progress, stop))

@@ -58,6 +58,7 @@ class WorkerConfig:
     poll_s: float = 0.5
     batch_id: str | None = None  # only this batch (`coach batch`); None: every batch
     presence_s: float = PRESENCE_S  # check-ins that share the rate budget between workers
+    workers_at_least: int = 1  # workers started together with this one (`--workers N`)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Worker:
             pool=budget_pool(self.service.settings),
             on_count=self.service.share_llm_budget,
             every_s=self.config.presence_s,
+            at_least=self.config.workers_at_least,
         )
         async with presence:
             await self._work(stop or asyncio.Event(), until_idle, inputs_done)

@@ -119,3 +119,24 @@ def test_a_database_outage_keeps_the_last_count_and_never_stops_the_worker() -> 
 
     asyncio.run(scenario())
     assert seen == []
+
+
+def test_workers_started_together_share_before_the_others_check_in(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`coach batch --workers 3`: the command's own worker paces at a third from its first
+    call, although its helpers have not checked in yet."""
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            presence = Presence(store, "main", pool="p", on_count=seen.append, at_least=3)
+            async with presence:
+                assert seen == [3]
+                await store.check_in("helper-1", pool="p", ttl_s=60)
+                await store.check_in("helper-2", pool="p", ttl_s=60)
+                await store.check_in("helper-3", pool="p", ttl_s=60)
+                await presence._check_in()
+                assert seen[-1] == 4  # more than expected: the store's count wins
+
+    asyncio.run(scenario())

@@ -11,9 +11,9 @@ Speed: see `Lexicon.scan`. Matches are exactly those of the full regexes.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from re import _constants as sre  # type: ignore[attr-defined, unused-ignore]
 from re import _parser as sre_parse  # type: ignore[attr-defined, unused-ignore]
@@ -166,6 +166,32 @@ def _union(parts: Iterable[set[str] | None]) -> set[str] | None:
     return merged
 
 
+def _openings(items: list[Any]) -> tuple[bool, frozenset[str]] | None:
+    """For a pattern without dispatch keys: whether its matches can start at the start of the
+    text (`^`), and the punctuation or whitespace characters ("\\n") they can otherwise start
+    with; None when they can start with anything else."""
+    if not items:
+        return None
+    (op, av), rest = items[0], list(items[1:])
+    if op in (sre.ASSERT, sre.ASSERT_NOT):
+        return _openings(rest)  # zero-width: a superset of starts is safe
+    if op is sre.AT and av in (sre.AT_BEGINNING, sre.AT_BEGINNING_STRING):
+        return True, frozenset()
+    if op is sre.LITERAL and not chr(av).isalnum():
+        return False, frozenset(chr(av))
+    if op is sre.SUBPATTERN:
+        return _openings(list(av[-1]) + rest)
+    if op is sre.BRANCH:
+        begin, chars = False, frozenset[str]()
+        for branch in av[1]:
+            found = _openings(list(branch) + rest)
+            if found is None:
+                return None
+            begin, chars = begin or found[0], chars | found[1]
+        return begin, chars
+    return None
+
+
 def dispatch_keys(pattern: str) -> frozenset[str] | None:
     """Lowercase prefixes (at most _KEY characters) one of which every match of `pattern`
     starts with; None when the pattern must be tried everywhere."""
@@ -185,6 +211,37 @@ class _Signal:
     regex: re.Pattern[str]
 
 
+def _spans(regex: re.Pattern[str], text: str) -> Iterator[tuple[int, int]]:
+    return (m.span() for m in regex.finditer(text) if m.end() > m.start())
+
+
+@dataclass(frozen=True)
+class _Anchored:
+    """A pattern without dispatch keys whose matches can only start at the start of the text
+    or at one of a few characters; finditer would try every position instead."""
+
+    regex: re.Pattern[str]
+    begin: bool
+    chars: frozenset[str]
+
+    def finditer(self, text: str) -> Iterator[tuple[int, int]]:
+        """The spans finditer gives, from the positions a match can start at; exact because
+        the pattern cannot match empty (checked when built), so finditer resumes at the end
+        of each match."""
+        starts = {0} if self.begin else set()
+        for char in self.chars:
+            at = text.find(char)
+            while at >= 0:
+                starts.add(at)
+                at = text.find(char, at + 1)
+        resume = 0
+        match = self.regex.match
+        for start in sorted(starts):
+            if start >= resume and (m := match(text, start)):
+                resume = m.end()
+                yield start, resume
+
+
 class Lexicon:
     def __init__(self, language: Language, signals: dict[str, list[str]], phrases: dict[str, Any]):
         self.language = language
@@ -192,8 +249,10 @@ class Lexicon:
         self.categories = list(signals)
         self._signals: list[_Signal] = []
         self._always: list[int] = []
+        #: Patterns without dispatch keys, run over the whole text: (category, spans).
+        self._whole: list[tuple[str, Callable[[str], Iterable[tuple[int, int]]]]] = []
         self._by_key: dict[str, list[int]] = {}
-        self._memo: dict[str, tuple[int, ...]] = {}
+        self._memo: dict[str, tuple[tuple[Any, str], ...]] = {}
         for category, patterns in signals.items():
             for pattern in (alt for p in patterns for alt in _alternatives(str(p))):
                 wrapped = _wrap(pattern, language)
@@ -207,6 +266,13 @@ class Lexicon:
                 keys = dispatch_keys(inner)
                 if keys is None:
                     self._always.append(index)
+                    parsed = sre_parse.parse(wrapped, _FLAGS)
+                    openings = _openings(list(parsed))
+                    if openings is not None and parsed.getwidth()[0] > 0:
+                        spans = _Anchored(regex, *openings).finditer
+                    else:
+                        spans = partial(_spans, regex)
+                    self._whole.append((category, spans))
                     continue
                 for key in keys:
                     self._by_key.setdefault(key, []).append(index)
@@ -222,31 +288,37 @@ class Lexicon:
             node = node[key]
         return node
 
-    def _lookup(self, head: str) -> tuple[int, ...]:
+    def _indexes(self, head: str) -> set[int]:
         """Patterns whose key is a prefix of `head` (the next _KEY characters of the text)."""
-        found = self._memo.get(head)
-        if found is None:
-            by_key = self._by_key
-            merged: set[int] = set()
-            for size in range(1, len(head) + 1):
-                merged.update(by_key.get(head[:size], ()))
-            found = self._memo[head] = tuple(sorted(merged))
-        return found
+        by_key = self._by_key
+        merged: set[int] = set()
+        for size in range(1, len(head) + 1):
+            merged.update(by_key.get(head[:size], ()))
+        return merged
 
-    def _candidates(self, folded: str, start: int) -> tuple[int, ...] | set[int]:
-        found = self._lookup(folded[start : start + _KEY])
-        if self.language is not Language.he:
+    def _candidates(self, folded: str, start: int) -> tuple[tuple[Any, str], ...]:
+        """(bound `match`, category) of the patterns to try at `start`, in pattern order;
+        memoised by the text there, the next _KEY characters (and, in Hebrew, the few after
+        them that attached prefixes shift the stem by)."""
+        if self.language is Language.he:
+            head = folded[start : start + _KEY + 3]
+        else:
+            head = folded[start : start + _KEY]
+        found = self._memo.get(head)
+        if found is not None:
             return found
-        # Attached prefixes: the stem may start up to three letters later.
-        more: set[int] | None = None
-        for k in range(1, 4):
-            if start + k >= len(folded) or folded[start + k - 1] not in _HE_PREFIX_LETTERS:
-                break
-            extra = self._lookup(folded[start + k : start + k + _KEY])
-            if extra:
-                more = set(found) if more is None else more
-                more.update(extra)
-        return found if more is None else more
+        indexes = self._indexes(head[:_KEY])
+        if self.language is Language.he:
+            # Attached prefixes: the stem may start up to three letters later.
+            for k in range(1, 4):
+                if k >= len(head) or head[k - 1] not in _HE_PREFIX_LETTERS:
+                    break
+                indexes |= self._indexes(head[k : k + _KEY])
+        signals = self._signals
+        found = self._memo[head] = tuple(
+            (signals[i].regex.match, signals[i].category) for i in sorted(indexes)
+        )
+        return found
 
     def scan(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Every match of every signal pattern in `text`, per category: leftmost-longest,
@@ -258,18 +330,20 @@ class Lexicon:
         """
         folded = _fold(text)
         found: dict[str, list[tuple[int, int]]] = {}
-        signals = self._signals
+        candidates = self._candidates
         for token in _TOKEN.finditer(folded):
             start = token.start()
-            for index in self._candidates(folded, start):
-                m = signals[index].regex.match(text, start)
-                if m and m.end() > start:
-                    found.setdefault(signals[index].category, []).append((start, m.end()))
-        for index in self._always:
-            signal = signals[index]
-            for m in signal.regex.finditer(text):
-                if m.end() > m.start():
-                    found.setdefault(signal.category, []).append(m.span())
+            for match, category in candidates(folded, start):
+                m = match(text, start)
+                if m is not None and (end := m.end()) > start:
+                    hits = found.get(category)
+                    if hits is None:
+                        found[category] = [(start, end)]
+                    else:
+                        hits.append((start, end))
+        for category, spans in self._whole:
+            for span in spans(text):
+                found.setdefault(category, []).append(span)
         for category, hits in found.items():
             hits.sort(key=lambda s: (s[0], -s[1]))
             kept: list[tuple[int, int]] = []

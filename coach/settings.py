@@ -55,6 +55,7 @@ _ENV: dict[str, str] = {
     "batch_max_attempts": "COACH_BATCH_MAX_ATTEMPTS",
     "batch_lease_s": "COACH_BATCH_LEASE",
     "batch_max_items": "COACH_BATCH_MAX_ITEMS",
+    "batch_retention_days": "COACH_BATCH_RETENTION_DAYS",
     "worker_in_process": "COACH_WORKER_IN_PROCESS",
     "webhook_secret": "COACH_WEBHOOK_SECRET",
     "webhook_allow_private": "COACH_WEBHOOK_ALLOW_PRIVATE",
@@ -104,6 +105,9 @@ class Settings(BaseModel):
     batch_max_attempts: int = Field(default=5, ge=1, le=100)
     batch_lease_s: float = Field(default=120.0, gt=0)
     batch_max_items: int = Field(default=10_000, ge=1)
+    #: Finished batches (their drafts and results) are deleted this long after they finished;
+    #: 0 keeps them until deleted by hand.
+    batch_retention_days: float = Field(default=30.0, ge=0)
     worker_in_process: bool = True
     webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
@@ -131,6 +135,11 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'coach.db').resolve()}"
+
+    @property
+    def batch_retention_s(self) -> float | None:
+        """COACH_BATCH_RETENTION_DAYS in seconds; None keeps finished batches."""
+        return self.batch_retention_days * 86_400 if self.batch_retention_days else None
 
     @property
     def llm_configured(self) -> bool:

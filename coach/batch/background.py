@@ -151,6 +151,7 @@ class BackgroundWorkers:
                 max_attempts=settings.batch_max_attempts,
                 batch_id=batch_id,
                 poll_s=poll_s,
+                retention_s=settings.batch_retention_s,
             ),
         )
         self.sender = OutboxSender(store, settings, poll_s=poll_s)

@@ -52,6 +52,7 @@ class BatchOptions:
     column: str | None = None
     concurrency: int = 8
     lease_s: float = 120.0
+    retention_s: float | None = None  # delete other batches finished this long ago
     max_attempts: int = 5
     fail_on: Severity | None = None
     worst: int = 10
@@ -110,6 +111,7 @@ async def run_batch(
             batch_id=batch_id,
             poll_s=0.2,
             workers_at_least=1 + options.helpers,
+            retention_s=options.retention_s,
         ),
     )
     reading = asyncio.create_task(read_inputs(store, batch_id, items, generation, progress, stop))

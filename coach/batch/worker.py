@@ -44,6 +44,9 @@ __all__ = ["RETRYABLE_CODES", "Worker", "WorkerConfig", "WorkerStats", "retry_de
 
 log = get_logger("coach.batch.worker")
 
+#: How often a worker deletes the batches past their retention (COACH_BATCH_RETENTION_DAYS).
+PURGE_EVERY_S = 3600.0
+
 #: LLM failures a later attempt may cure; the others fail the item at once.
 RETRYABLE_CODES = frozenset(
     {"timeout", "rate_limited", "provider_error", "invalid_output", "llm_error", "internal_error"}
@@ -59,6 +62,7 @@ class WorkerConfig:
     batch_id: str | None = None  # only this batch (`coach batch`); None: every batch
     presence_s: float = PRESENCE_S  # check-ins that share the rate budget between workers
     workers_at_least: int = 1  # workers started together with this one (`--workers N`)
+    retention_s: float | None = None  # delete batches finished this long ago (None: keep)
 
 
 @dataclass
@@ -102,6 +106,7 @@ class Worker:
         self._shared: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
         self._touched: set[str] = set()
         self._settled_at = 0.0
+        self._purged_at = -PURGE_EVERY_S
 
     async def run(
         self,
@@ -203,6 +208,22 @@ class Worker:
         touched, self._touched = self._touched, set()
         for batch_id in touched:
             await self.store.maybe_finish(batch_id)
+        await self._purge()
+
+    async def _purge(self) -> None:
+        """Delete the batches past their retention, at most once per `PURGE_EVERY_S`: drafts
+        and results are kept only as long as the configuration says."""
+        retention = self.config.retention_s
+        if not retention or time.monotonic() - self._purged_at < PURGE_EVERY_S:
+            return
+        self._purged_at = time.monotonic()
+        try:
+            while purged := await self.store.purge_finished(
+                older_than_s=retention, keep=self.config.batch_id
+            ):
+                log.info("batches_purged", batches=len(purged))
+        except CoachError as exc:  # try again at the next round
+            log.warning("purge_failed", error=str(exc))
 
     async def _renew_leases(self) -> None:
         while True:

@@ -169,6 +169,7 @@ def batch(
         concurrency=settings.batch_concurrency,
         lease_s=settings.batch_lease_s,
         max_attempts=settings.batch_max_attempts,
+        retention_s=settings.batch_retention_s,
         fail_on=Severity(fail_on) if fail_on else None,
         worst=worst,
         helpers=workers - 1,

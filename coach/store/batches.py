@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -709,6 +709,53 @@ class BatchStore(WorkerStore):
                 )
             )
         return True
+
+    # -- deleting ------------------------------------------------------------------------------
+
+    async def delete_batch(self, batch_id: str, *, tenant: str | None = None) -> bool:
+        """Delete a batch with its items, results and webhook events, whatever its state
+        (an item in flight is dropped: its worker's write is refused). False when there is no
+        such batch (of `tenant`)."""
+        scope = [batches.c.id == batch_id]
+        if tenant is not None:
+            scope.append(batches.c.tenant == tenant)
+        async with database_errors("deleting a batch"), self._engine.begin() as conn:
+            if await conn.scalar(select(batches.c.id).where(*scope)) is None:
+                return False
+            await self._delete(conn, [batch_id])
+        return True
+
+    async def purge_finished(
+        self, *, older_than_s: float, keep: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Delete up to `limit` batches that finished more than `older_than_s` ago (the
+        retention period), except `keep` (the batch a `coach batch` run is about to write out);
+        their ids."""
+        before = _now() - timedelta(seconds=older_than_s)
+        spared = [] if keep is None else [batches.c.id != keep]
+        async with database_errors("purging old batches"), self._engine.begin() as conn:
+            ids = list(
+                await conn.scalars(
+                    select(batches.c.id)
+                    .where(
+                        batches.c.state.in_(FINAL_BATCH_STATES),
+                        batches.c.finished_at < before,
+                        *spared,
+                    )
+                    .order_by(batches.c.finished_at)
+                    .limit(limit)
+                )
+            )
+            await self._delete(conn, ids)
+        return ids
+
+    @staticmethod
+    async def _delete(conn: AsyncConnection, batch_ids: list[str]) -> None:
+        if not batch_ids:
+            return
+        for table in (batch_items, webhook_outbox, batches):
+            column = batches.c.id if table is batches else table.c.batch_id
+            await conn.execute(delete(table).where(column.in_(batch_ids)))
 
     @staticmethod
     async def _any(conn: AsyncConnection, batch_id: str, *states: str) -> bool:

@@ -237,6 +237,34 @@ def test_cancel_stops_the_items_not_started(make_api: MakeApi) -> None:
     assert [line["status"] for line in lines] == ["cancelled"] * 3
 
 
+def test_delete_removes_a_batch_with_its_drafts_and_results(make_api: MakeApi) -> None:
+    api = make_api()
+    batch = api.client.post(
+        "/v1/batches", json={"items": [{"text": GIVE}, {"text": PITCH}]}, headers=api.headers()
+    ).json()
+    api.wait(batch["id"])
+    # Another tenant cannot delete it (nor learn that it exists).
+    foreign = api.client.delete(f"/v1/batches/{batch['id']}", headers=api.headers(1))
+    assert foreign.status_code == 404
+    assert foreign.headers["content-type"].startswith("application/problem+json")
+    assert len(api.results(batch["id"])) == 2
+    deleted = api.client.delete(f"/v1/batches/{batch['id']}", headers=api.headers())
+    assert deleted.status_code == 204 and deleted.content == b""
+    for path in (f"/v1/batches/{batch['id']}", f"/v1/batches/{batch['id']}/results"):
+        assert api.client.get(path, headers=api.headers()).status_code == 404
+    again = api.client.delete(f"/v1/batches/{batch['id']}", headers=api.headers())
+    assert again.status_code == 404
+
+
+def test_delete_drops_a_running_batch_and_its_items_in_flight(make_api: MakeApi) -> None:
+    api = make_api(run_worker=False)
+    batch = api.client.post(
+        "/v1/batches", json={"items": [{"text": GIVE}] * 3}, headers=api.headers()
+    ).json()
+    assert api.client.delete(f"/v1/batches/{batch['id']}", headers=api.headers()).status_code == 204
+    assert api.client.get(f"/v1/batches/{batch['id']}", headers=api.headers()).status_code == 404
+
+
 def test_limits_on_items_and_webhook_targets(make_api: MakeApi) -> None:
     api = make_api(run_worker=False, batch_max_items=2, webhook_secret=SECRET)
     too_many = api.client.post(

@@ -501,3 +501,67 @@ def test_a_retry_after_cancel_is_cancelled_not_requeued(db_url: str, tmp_path: P
             assert abs(row["completed_at"] - datetime.now(UTC)) < timedelta(minutes=1)
 
     asyncio.run(scenario())
+
+
+async def _finish_all(store: SqlStore, batch_id: str) -> None:
+    for item in await _claim(store, 10, batch_id=batch_id):
+        assert await store.complete_item(item, REVIEW)
+    assert await store.maybe_finish(batch_id) is not None
+
+
+def test_delete_batch_removes_items_results_and_events(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            batch_id = await _batch(store, 2, webhook_url="https://hooks.example/x")
+            other = await _batch(store, 1)
+            await _finish_all(store, batch_id)
+            assert len(await store.events(batch_id)) == 1
+            assert not await store.delete_batch(batch_id, tenant="globex")  # not theirs
+            assert await store.get_batch(batch_id) is not None
+            assert await store.delete_batch(batch_id, tenant="acme")
+            assert await store.get_batch(batch_id) is None
+            assert await item_rows(store, batch_id) == []
+            assert await store.events(batch_id) == []
+            assert await store.claim_events(limit=5, lease_s=30) == []
+            assert not await store.delete_batch(batch_id)
+            assert len(await item_rows(store, other)) == 1  # the other batch is untouched
+
+    asyncio.run(scenario())
+
+
+def test_a_result_for_a_deleted_batch_is_refused(db_url: str, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            batch_id = await _batch(store, 1)
+            [item] = await _claim(store)
+            assert await store.delete_batch(batch_id)
+            assert not await store.complete_item(item, REVIEW)
+            assert await item_rows(store, batch_id) == []
+
+    asyncio.run(scenario())
+
+
+def test_purge_deletes_only_batches_finished_before_the_retention(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            old, kept, running = (
+                await _batch(store, 1),
+                await _batch(store, 1),
+                await _batch(store, 2),
+            )
+            await _finish_all(store, old)
+            await _finish_all(store, kept)
+            [item] = await _claim(store, batch_id=running)
+            assert await store.complete_item(item, REVIEW)
+            # Nothing finished an hour ago yet.
+            assert await store.purge_finished(older_than_s=3600) == []
+            await asyncio.sleep(0.05)
+            assert await store.purge_finished(older_than_s=0.01, keep=kept) == [old]
+            assert await store.get_batch(old) is None and await item_rows(store, old) == []
+            assert await store.get_batch(kept) is not None  # spared: its run writes it out
+            assert await store.get_batch(running) is not None  # not finished: never purged
+            assert await store.purge_finished(older_than_s=0.01) == [kept]
+
+    asyncio.run(scenario())

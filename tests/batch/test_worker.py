@@ -308,3 +308,21 @@ def test_a_batch_finishes_while_the_worker_stays_busy_with_another(
                 await asyncio.wait_for(running, timeout=10)
 
     asyncio.run(scenario())
+
+
+def test_workers_delete_batches_past_their_retention_but_not_their_own(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            old, own = await _batch(store, 2), await _batch(store, 2, prefix="own")
+            await _run(store, SpyService())  # finishes both; no retention: both kept
+            assert await store.get_batch(old) is not None
+            await asyncio.sleep(0.05)
+            # A `coach batch` worker (scoped to its batch) spares the batch it writes out.
+            await _run(store, SpyService(), retention_s=0.01, batch_id=own)
+            assert await store.get_batch(old) is None and await store.get_batch(own) is not None
+            await _run(store, SpyService(), retention_s=0.01)
+            assert await store.get_batch(own) is None
+
+    asyncio.run(scenario())

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter, RawBody
@@ -252,6 +252,21 @@ class BatchController(Controller):
         cancelled = await store.cancel_batch(record.id, tenant=record.tenant)
         assert cancelled is not None
         return status_of(cancelled, await store.batch_counts(record.id))
+
+    @delete(
+        "/{batch_id:str}",
+        status_code=204,
+        summary="Delete a batch",
+        description="Deletes the batch now, with its drafts, results and webhook events, "
+        "whatever its state (items being reviewed are dropped). Finished batches are also "
+        "deleted on their own after `COACH_BATCH_RETENTION_DAYS`.",
+        responses=problems(401, 404, 429, 500, 503),
+    )
+    async def remove(self, request: AnyRequest, batch_id: FromPath[str], api: Api) -> None:
+        store = _store(api)
+        record = await _owned(store, request, batch_id)
+        if not await store.delete_batch(record.id, tenant=record.tenant):
+            raise ApiProblem("batch-not-found", "no batch with this id")
 
 
 async def _retry(api: ApiState, request: AnyRequest, batch_id: str) -> BatchStatus:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +33,7 @@ from coach.logs import get_logger
 __all__ = ["REQUEST_ID_HEADER", "RequestLogMiddleware"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
@@ -65,11 +66,9 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = int(message["status"])
-                headers = MutableScopeHeaders.from_message(message)
-                headers[REQUEST_ID_HEADER] = info.request_id
-                for name, value in info.headers.items():
-                    if name not in headers:
-                        headers[name] = value
+                message["headers"] = _with_layer_headers(
+                    message.get("headers", ()), info.request_id, info.headers
+                )
             await send(message)
 
         try:
@@ -114,6 +113,39 @@ class RequestLogMiddleware:
             self.log.error("request", **fields)
         else:
             self.log.info("request", **fields)
+
+
+def _with_layer_headers(
+    sent: Iterable[tuple[bytes, bytes]], request_id: str, extra: dict[str, str]
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the request id (replacing any, in the first one's place)
+    and each of `extra` the response does not already have (names compared in any case).
+
+    One pass over plain byte pairs: Litestar's MutableScopeHeaders decodes and lower-cases
+    every header name again for each lookup, which cost more than the rest of this layer."""
+    headers: list[tuple[bytes, bytes]] = []
+    present: set[bytes] = set()
+    request_id_at = -1
+    for name, value in sent:
+        lowered = name.lower()
+        if lowered == _REQUEST_ID_NAME:
+            if request_id_at < 0:
+                request_id_at = len(headers)
+                headers.append((lowered, b""))
+            continue
+        present.add(lowered)
+        headers.append((name, value))
+    own = (_REQUEST_ID_NAME, request_id.encode("latin-1"))
+    if request_id_at < 0:
+        headers.append(own)
+    else:
+        headers[request_id_at] = own
+    for key, text in extra.items():
+        lowered = key.lower().encode("latin-1")
+        if lowered not in present and lowered != _REQUEST_ID_NAME:
+            present.add(lowered)
+            headers.append((lowered, text.encode("latin-1")))
+    return headers
 
 
 def _route(scope: Scope) -> str:

@@ -231,6 +231,8 @@ class AsgiResult:
     def __init__(self) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
+        #: The response's headers as sent, duplicates and order kept.
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body = b""
 
     def json(self) -> Any:
@@ -279,6 +281,7 @@ async def asgi_request(
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             result.status = message["status"]
+            result.raw_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
             result.headers = {k.decode(): v.decode() for k, v in message.get("headers", [])}
         elif message["type"] == "http.response.body":
             result.body += message.get("body", b"")

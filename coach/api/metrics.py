@@ -88,17 +88,47 @@ class ApiMetrics:
             "Streaming reviews whose client left before the LLM review was sent.",
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._review_children: dict[tuple[str, bool], Counter] = {}
+        self._verdict_children: dict[tuple[str, str, Verdict], Counter] = {}
+
+    # `labels()` validates and converts its values and takes a lock on every call, which cost
+    # more than the increments; the children it returns are kept here by their label values.
+    # The keys are the label values themselves (already bounded: route templates, known
+    # methods, rule ids), so these dicts never hold more entries than the registry does.
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_review(self, review: Review) -> None:
-        failed = any(r.verdict is Verdict.failed for r in review.rules)
-        self.reviews.labels(review.engine, "fail" if failed else "pass").inc()
+        engine = review.engine
+        failed = False
+        verdicts = self._verdict_children
         for result in review.rules:
-            self.rule_verdicts.labels(review.engine, result.rule_id, result.verdict.value).inc()
+            key = (engine, result.rule_id, result.verdict)
+            child = verdicts.get(key)
+            if child is None:
+                child = verdicts[key] = self.rule_verdicts.labels(
+                    engine, result.rule_id, result.verdict.value
+                )
+            child.inc()
+            failed = failed or result.verdict is Verdict.failed
+        key2 = (engine, failed)
+        review_child = self._review_children.get(key2)
+        if review_child is None:
+            review_child = self._review_children[key2] = self.reviews.labels(
+                engine, "fail" if failed else "pass"
+            )
+        review_child.inc()
         usage = review.usage
         if usage is not None:
             if usage.cache_hit:

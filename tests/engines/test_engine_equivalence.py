@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from coach.engines.rules import analysis as analysis_module
 from coach.engines.rules.analysis import analyse
-from coach.engines.rules.lexicon import Lexicon, lexicon
+from coach.engines.rules.lexicon import Lexicon, chunk_local, lexicon
 from coach.evals.dataset import load_cases
 from coach.models import Kind, Language, ReviewRequest
 from coach.rulebook import BUILTIN_RULE_IDS
@@ -166,9 +166,77 @@ def test_scan_matches_the_naive_scan_on_generated_drafts(language: Language) -> 
     @_SETTINGS
     @given(_drafts(language))
     def check(text: str) -> None:
-        assert lex.scan(text) == naive_scan(lex, text)
+        expected = naive_scan(lex, text)
+        assert lex.scan(text) == expected  # the chunk memo holds other drafts' chunks
+        assert lex.scan(text) == expected  # and now this one's
+        lex._chunks.clear()
+        assert lex.scan(text) == expected  # and none
 
     check()
+
+
+_SEPARATORS = [" ", "  ", "\n", "\n\n", "\n- ", " \n", ".\n", "! ", "? ", "… ", ", ", ""]
+
+
+@pytest.mark.parametrize("language", [Language.en, Language.he])
+def test_scan_of_chunks_met_before_in_other_contexts(language: Language) -> None:
+    """The rewrite's case: the draft's sentences again, dropped, reordered, joined otherwise,
+    next to new ones."""
+    lex = lexicon(language)
+    draft = st.lists(_drafts(language), min_size=1, max_size=5)
+
+    @_SETTINGS
+    @given(draft, st.data())
+    def check(pieces: list[str], data: st.DataObject) -> None:
+        first = " ".join(pieces)
+        assert lex.scan(first) == naive_scan(lex, first)
+        for _ in range(3):
+            order = data.draw(st.permutations(pieces))
+            kept = order[: data.draw(st.integers(1, len(order)))]
+            seps = data.draw(st.lists(st.sampled_from(_SEPARATORS), min_size=len(kept)))
+            text = "".join(p.strip() + s for p, s in zip(kept, seps, strict=False))
+            assert lex.scan(text) == naive_scan(lex, text)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("language", "texts"),
+    [
+        # Matches across a sentence cut, then the same sentences where they do not continue.
+        (Language.en, ["See you Jan. 5 then.", "See you Jan.", "Jan. 5 then."]),
+        (Language.en, ["Still doing it. By hand?", "Still doing it. Not by hand.", "By hand?"]),
+        (Language.en, ["Me:\nintro to Dana", "Me:", "intro to Dana"]),
+        (Language.he, ["אני מכיר אותו. מישהו שצריך עזרה", "אני מכיר אותו.", "מישהו שצריך עזרה"]),
+        (Language.he, ["זה 200 לחודש\nבערך", "זה 200 לחודש", "זה 200 לחודש שלם"]),
+    ],
+)
+def test_scan_of_sentences_that_a_match_crossed_before(
+    language: Language, texts: list[str]
+) -> None:
+    lex = lexicon(language)
+    lex._chunks.clear()
+    for text in texts:
+        assert lex.scan(text) == naive_scan(lex, text), text
+
+
+@pytest.mark.parametrize(
+    ("pattern", "local"),
+    [
+        (r"(?<!\w)(?:how are you\??)(?!\w)", True),  # a "?" may end a match, not cross a cut
+        (r"(?<!\w)(?:our (?:\w{1,25} ){0,2}tool)(?!\w)", True),
+        (r"(?<![א-ת\w])[ובלמכשה]{0,3}(?:מכיר (?:\S{1,25} )?מישהו)(?![א-ת])", False),
+        (r"(?<!\w)(?:jan\.? \d{1,2})(?!\w)", False),  # "Jan. 5" is two sentences
+        (r"(?<!\w)(?:still doing .{0,20} by hand)(?!\w)", False),
+        (r"(?<!\w)(?:me\s*:)(?!\w)", False),  # \s takes line breaks
+        (r"(?<!\w)(?:^hi)(?!\w)", False),
+        (r"(?:בחודש)(?= |$|[.,!])", False),  # sees past a cut
+        (r"(?<!\w)(?:our tools?)(?! (?:you|team))", False),
+        (r"(?<!\w)(?:demos?)\b", True),
+    ],
+)
+def test_chunk_local(pattern: str, local: bool) -> None:
+    assert chunk_local(pattern) is local
 
 
 @pytest.mark.parametrize("language", [Language.en, Language.he])

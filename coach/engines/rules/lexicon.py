@@ -10,10 +10,14 @@ Speed: see `Lexicon.scan`. Matches are exactly those of the full regexes.
 
 from __future__ import annotations
 
+import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache, partial
+from hashlib import blake2b
 from importlib import resources
 from re import _constants as sre  # type: ignore[attr-defined, unused-ignore]
 from re import _parser as sre_parse  # type: ignore[attr-defined, unused-ignore]
@@ -199,9 +203,119 @@ def dispatch_keys(pattern: str) -> frozenset[str] | None:
     return frozenset(keys) if keys else None
 
 
+# --- locality: which patterns can be memoised per chunk -------------------------------------------
+
+#: Where `Lexicon.scan` cuts a text into chunks: whitespace after terminal punctuation, and every
+#: line break. The cut characters (the gap) are whitespace; the punctuation stays in the chunk.
+_CUT = re.compile(r"(?<=[.!?…])\s+|\n\s*")
+_TERMINAL = ".!?…"
+_SPACES = tuple(chr(c) for c in range(0x3001) if chr(c).isspace())
+
+
+def _can_match(op: Any, av: Any, char: str) -> bool | None:
+    """Whether one single-character item can match `char` (case-insensitively); None when
+    unknown."""
+    if op is sre.LITERAL:
+        return chr(av).lower() == char.lower()
+    if op is sre.NOT_LITERAL:
+        return chr(av).lower() != char.lower()
+    if op is sre.ANY:
+        return char != "\n"
+    if op is not sre.IN:
+        return None
+    negate, hit = False, False
+    for member, value in av:
+        if member is sre.NEGATE:
+            negate = True
+        elif member is sre.LITERAL:
+            hit = hit or chr(value).lower() == char.lower()
+        elif member is sre.RANGE:
+            cases = {char, char.lower(), char.upper()}
+            hit = hit or any(value[0] <= ord(c) <= value[1] for c in cases)
+        elif member is sre.CATEGORY and value in _CATEGORIES:
+            hit = hit or _CATEGORIES[value].match(char) is not None
+        else:
+            return None
+    return hit != negate
+
+
+_CATEGORIES = {
+    sre.CATEGORY_DIGIT: re.compile(r"\d"),
+    sre.CATEGORY_NOT_DIGIT: re.compile(r"\D"),
+    sre.CATEGORY_SPACE: re.compile(r"\s"),
+    sre.CATEGORY_NOT_SPACE: re.compile(r"\S"),
+    sre.CATEGORY_WORD: re.compile(r"\w"),
+    sre.CATEGORY_NOT_WORD: re.compile(r"\W"),
+}
+
+
+def _local(items: list[Any]) -> tuple[bool, bool, bool] | None:
+    """(can consume terminal punctuation, can consume whitespace, can consume whitespace after
+    terminal punctuation) for a sequence of items; None when a match could depend on text
+    beyond a cut: it can consume a line break, or has an anchor or a wider lookaround."""
+    punct = space = crossing = False
+    for op, av in items:
+        sub: tuple[bool, bool, bool] | None
+        if op in (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN):
+            chars = [_can_match(op, av, c) for c in ("\n", *_TERMINAL, *_SPACES)]
+            if None in chars or chars[0]:
+                return None
+            sub = (any(chars[1 : 1 + len(_TERMINAL)]), any(chars[1 + len(_TERMINAL) :]), False)
+        elif op is sre.SUBPATTERN:
+            sub = _local(list(av[-1]))
+        elif op is sre.BRANCH:
+            subs = [_local(list(branch)) for branch in av[1]]
+            known = [s for s in subs if s is not None]
+            if len(known) < len(subs):
+                return None
+            sub = (any(s[0] for s in known), any(s[1] for s in known), any(s[2] for s in known))
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            sub = _local(list(av[2]))
+            if sub is not None and av[1] > 1:
+                sub = (sub[0], sub[1], sub[2] or (sub[0] and sub[1]))
+        elif op is sre.AT and av in (sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY):
+            continue  # whitespace, like the end of the text, is not a word character
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            # One character that cannot be whitespace: beyond a cut it sees whitespace, and
+            # in the chunk alone it sees nothing; either way it does not match.
+            body = list(av[1])
+            if len(body) != 1:
+                return None
+            (kind, value), *_ = body
+            if any(_can_match(kind, value, c) is not False for c in _SPACES):
+                return None
+            continue
+        else:
+            return None
+        if sub is None:
+            return None
+        crossing = crossing or sub[2] or (punct and sub[1])
+        punct, space = punct or sub[0], space or sub[1]
+    return punct, space, crossing
+
+
+def chunk_local(pattern: str) -> bool:
+    """Whether every match of `pattern` lies inside one chunk (see _CUT) and is the same in the
+    chunk alone as in the whole text, so a chunk's matches can be memoised by its text.
+
+    A match crossing a cut would consume the gap's first character: a line break, or
+    whitespace right after terminal punctuation the match also consumes. Its lookarounds see
+    one character: whitespace across a cut, nothing at a chunk's edge; both fail a class
+    without whitespace the same way. `^`, `$` and wider lookarounds are not local."""
+    found = _local(list(sre_parse.parse(pattern, _FLAGS)))
+    return found is not None and not found[2]
+
+
 # --- lexicon -----------------------------------------------------------------------------------
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+#: (bound `match`, category, chunk-local) per pattern to try at a token.
+_Candidates = tuple[tuple[Callable[[str, int], "re.Match[str] | None"], str, bool], ...]
+_MEMO_SIZE = 50_000
+#: Chunks (sentences) whose local matches are memoised, per language, least recently used out.
+_CHUNK_MEMO_SIZE = 4096
+#: Per-process key of the chunk memo's hashes, so they cannot be checked against guessed text.
+_MEMO_KEY = os.urandom(32)
 _HE_PREFIX_LETTERS = frozenset("ובלמכשה")
 
 
@@ -209,6 +323,7 @@ _HE_PREFIX_LETTERS = frozenset("ובלמכשה")
 class _Signal:
     category: str
     regex: re.Pattern[str]
+    local: bool  # see chunk_local
 
 
 def _spans(regex: re.Pattern[str], text: str) -> Iterator[tuple[int, int]]:
@@ -252,7 +367,8 @@ class Lexicon:
         #: Patterns without dispatch keys, run over the whole text: (category, spans).
         self._whole: list[tuple[str, Callable[[str], Iterable[tuple[int, int]]]]] = []
         self._by_key: dict[str, list[int]] = {}
-        self._memo: dict[str, tuple[tuple[Any, str], ...]] = {}
+        self._memo: dict[str, tuple[_Candidates, _Candidates]] = {}
+        self._chunks: OrderedDict[bytes, tuple[tuple[str, int, int], ...]] = OrderedDict()
         for category, patterns in signals.items():
             for pattern in (alt for p in patterns for alt in _alternatives(str(p))):
                 wrapped = _wrap(pattern, language)
@@ -261,7 +377,7 @@ class Lexicon:
                 except re.error as exc:  # pragma: no cover - a broken data file is a packaging bug
                     raise RuntimeError(f"lexicon {language.value}/{category}: {exc}") from exc
                 index = len(self._signals)
-                self._signals.append(_Signal(category, regex))
+                self._signals.append(_Signal(category, regex, chunk_local(wrapped)))
                 inner = pattern.replace("~", f"[{HEBREW_LETTER}]{{0,{_HE_SUFFIX_MAX}}}")
                 keys = dispatch_keys(inner)
                 if keys is None:
@@ -296,10 +412,11 @@ class Lexicon:
             merged.update(by_key.get(head[:size], ()))
         return merged
 
-    def _candidates(self, folded: str, start: int) -> tuple[tuple[Any, str], ...]:
-        """(bound `match`, category) of the patterns to try at `start`, in pattern order;
-        memoised by the text there, the next _KEY characters (and, in Hebrew, the few after
-        them that attached prefixes shift the stem by)."""
+    def _candidates(self, folded: str, start: int) -> tuple[_Candidates, _Candidates]:
+        """(bound `match`, category, chunk-local) of the patterns to try at `start`, in
+        pattern order: all of them, and those that are not chunk-local. Memoised by the text
+        there: the next _KEY characters (in Hebrew, and the few after them that attached
+        prefixes shift the stem by)."""
         if self.language is Language.he:
             head = folded[start : start + _KEY + 3]
         else:
@@ -314,10 +431,11 @@ class Lexicon:
                 if k >= len(head) or head[k - 1] not in _HE_PREFIX_LETTERS:
                     break
                 indexes |= self._indexes(head[k : k + _KEY])
-        signals = self._signals
-        found = self._memo[head] = tuple(
-            (signals[i].regex.match, signals[i].category) for i in sorted(indexes)
-        )
+        signals = [self._signals[i] for i in sorted(indexes)]
+        every = tuple((s.regex.match, s.category, s.local) for s in signals)
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()  # bounded: heads of Hebrew words with prefixes vary a lot
+        found = self._memo[head] = (every, tuple(c for c in every if not c[2]))
         return found
 
     def scan(self, text: str) -> dict[str, list[tuple[int, int]]]:
@@ -327,20 +445,21 @@ class Lexicon:
         Rather than trying ~800 patterns at every position (about 10 ms per 1,000 characters),
         each pattern is indexed by the characters its matches start with, and tried only at
         the tokens that start that way. Patterns without such a key run over the whole text.
+
+        The text is cut into chunks (sentences, lines; see _CUT), and the matches of the
+        chunk-local patterns in a chunk are memoised by the chunk's text: a rewrite re-checks
+        mostly the draft's own sentences. The memo is bounded and keeps no text: its keys are
+        keyed hashes, its values offsets and category names.
         """
         folded = _fold(text)
         found: dict[str, list[tuple[int, int]]] = {}
-        candidates = self._candidates
-        for token in _TOKEN.finditer(folded):
-            start = token.start()
-            for match, category in candidates(folded, start):
-                m = match(text, start)
-                if m is not None and (end := m.end()) > start:
-                    hits = found.get(category)
-                    if hits is None:
-                        found[category] = [(start, end)]
-                    else:
-                        hits.append((start, end))
+        start = 0
+        for gap in _CUT.finditer(text):
+            if gap.start() > start:
+                self._scan_chunk(text, folded, start, gap.start(), found)
+            start = gap.end()
+        if len(text) > start:
+            self._scan_chunk(text, folded, start, len(text), found)
         for category, spans in self._whole:
             for span in spans(text):
                 found.setdefault(category, []).append(span)
@@ -352,6 +471,41 @@ class Lexicon:
                     kept.append((begin, end))
             found[category] = kept
         return found
+
+    def _scan_chunk(
+        self, text: str, folded: str, start: int, end: int, found: dict[str, list[tuple[int, int]]]
+    ) -> None:
+        """Matches of the keyed patterns at the tokens of text[start:end], into `found`
+        (unsorted, overlapping). Local patterns' matches come from the memo when it has the
+        chunk; they are matched in the whole text, which gives the same as the chunk alone."""
+        key = blake2b(text[start:end].encode(), digest_size=16, key=_MEMO_KEY).digest()
+        memo = self._chunks
+        local = memo.get(key)
+        if local is not None:
+            with suppress(KeyError):  # another thread may just have evicted it
+                memo.move_to_end(key)
+            for category, begin, stop in local:
+                found.setdefault(category, []).append((start + begin, start + stop))
+        fresh: list[tuple[str, int, int]] | None = [] if local is None else None
+        candidates = self._candidates
+        which = 1 if fresh is None else 0
+        for token in _TOKEN.finditer(folded, start, end):
+            at = token.start()
+            for match, category, is_local in candidates(folded, at)[which]:
+                m = match(text, at)
+                if m is not None and (stop := m.end()) > at:
+                    if is_local and fresh is not None:
+                        fresh.append((category, at - start, stop - start))
+                    hits = found.get(category)
+                    if hits is None:
+                        found[category] = [(at, stop)]
+                    else:
+                        hits.append((at, stop))
+        if fresh is not None:
+            memo[key] = tuple(fresh)
+            if len(memo) > _CHUNK_MEMO_SIZE:
+                with suppress(KeyError):
+                    memo.popitem(last=False)
 
 
 def _load(language: Language) -> Lexicon:

@@ -39,6 +39,7 @@ _ENV: dict[str, str] = {
     "cache_size": "COACH_CACHE_SIZE",
     "cache_dir": "COACH_CACHE_DIR",
     "cache_key": "COACH_CACHE_KEY",
+    "store_key": "COACH_STORE_KEY",
     "database_url": "COACH_DATABASE_URL",
     "data_dir": "COACH_DATA_DIR",
     "auth": "COACH_AUTH",
@@ -90,6 +91,8 @@ class Settings(BaseModel):
         default=None, description="SQLAlchemy async URL; default: SQLite in data_dir."
     )
     data_dir: Path = Path(".coach")
+    #: Fernet key(s), comma-separated: batch drafts and results are stored encrypted.
+    store_key: SecretStr | None = None
     auth: bool = True
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_minute: int = Field(default=120, ge=1)

@@ -21,6 +21,7 @@ from coach.store.batches import (
     OutboxEvent,
 )
 from coach.store.migrate import migrate, upgrade
+from coach.store.sealing import Sealer
 from coach.store.sql import SqlStore, StoredKey, StoreError, make_engine
 
 __all__ = [
@@ -49,4 +50,4 @@ async def open_store(settings: Settings) -> SqlStore:
     `ConfigError` for an unusable URL and `StoreError` when the database cannot be reached."""
     url = settings.resolved_database_url
     await upgrade(url)
-    return SqlStore(make_engine(url))
+    return SqlStore(make_engine(url), sealer=Sealer.from_settings(settings))

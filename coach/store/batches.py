@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from coach.errors import CoachError
 from coach.store.db import database_errors
 from coach.store.schema import batch_items, batches, webhook_outbox
+from coach.store.sealing import Sealer
 from coach.store.workers import WorkerStore
 
 __all__ = [
@@ -170,6 +171,7 @@ class BatchStore(WorkerStore):
 
     _engine: AsyncEngine
     _reads: AsyncEngine  # the same pool; SQLite read transactions without the write lock
+    _sealer: Sealer  # drafts and reviews at rest (COACH_STORE_KEY)
 
     @property
     def _postgres(self) -> bool:
@@ -300,8 +302,8 @@ class BatchStore(WorkerStore):
                     "seq": start + offset,
                     "key": item.key,
                     "location": json.dumps(item.location, ensure_ascii=False),
-                    "request": item.request,
-                    "markup": item.markup,
+                    "request": self._sealer.seal(item.request),
+                    "markup": self._sealer.seal(item.markup),
                     "draft_hash": item.draft_hash,
                     "generation": generation,
                     "state": "failed" if failed else "pending",
@@ -519,7 +521,7 @@ class BatchStore(WorkerStore):
                 tenant=meta[r.batch_id].tenant,
                 seq=r.seq,
                 key=r.key,
-                request=r.request,
+                request=self._sealer.open(r.request),
                 draft_hash=r.draft_hash,
                 attempts=r.attempts,
                 lease_token=token,
@@ -531,9 +533,8 @@ class BatchStore(WorkerStore):
             for r in rows
         ]
 
-    @staticmethod
     async def _reusable(
-        conn: AsyncConnection, batch_ids: set[str], hashes: set[str]
+        self, conn: AsyncConnection, batch_ids: set[str], hashes: set[str]
     ) -> dict[tuple[str, str], tuple[str, str]]:
         rows = await conn.execute(
             select(
@@ -550,8 +551,8 @@ class BatchStore(WorkerStore):
         )
         found: dict[tuple[str, str], tuple[str, str]] = {}
         for row in rows:
-            if row.result:
-                found.setdefault((row.batch_id, row.draft_hash), (row.key, row.result))
+            if row.result and (row.batch_id, row.draft_hash) not in found:
+                found[row.batch_id, row.draft_hash] = (row.key, self._sealer.open(row.result) or "")
         return found
 
     async def extend_leases(self, items: Sequence[ClaimedItem], *, lease_s: float) -> int:
@@ -586,7 +587,7 @@ class BatchStore(WorkerStore):
                 .where(_held(item))
                 .values(
                     state="done",
-                    result=result,
+                    result=self._sealer.seal(result),
                     error=None,
                     duplicate_of=duplicate_of,
                     lease_token=None,
@@ -826,10 +827,10 @@ class BatchStore(WorkerStore):
                     state=row.state,
                     attempts=row.attempts,
                     error=row.error,
-                    result=row.result,
-                    markup=row.markup,
+                    result=self._sealer.open(row.result),
+                    markup=self._sealer.open(row.markup),
                     duplicate_of=row.duplicate_of,
-                    request=row.request if with_requests else None,
+                    request=self._sealer.open(row.request) if with_requests else None,
                 )
             )
         return out
@@ -850,15 +851,16 @@ class BatchStore(WorkerStore):
                 .order_by(batch_items.c.id)
                 .limit(limit)
             )
-            return [(r.id, r.key, r.request) for r in rows]
+            return [(r.id, r.key, self._sealer.open(r.request) or "") for r in rows]
 
     async def item_request(self, batch_id: str, item_id: int) -> str | None:
         async with database_errors("reading an item"), self._reads.connect() as conn:
-            return await conn.scalar(
+            sealed = await conn.scalar(
                 select(batch_items.c.request).where(
                     batch_items.c.batch_id == batch_id, batch_items.c.id == item_id
                 )
             )
+        return self._sealer.open(sealed)
 
     async def settle_item(
         self, batch_id: str, item_id: int, *, result: str | None, error: str | None
@@ -867,7 +869,7 @@ class BatchStore(WorkerStore):
         Batch API): only an item not yet done is changed, so merging twice is harmless."""
         values: dict[str, Any] = {"lease_token": None, "lease_until": None, "completed_at": _now()}
         if result is not None:
-            values.update(state="done", result=result, error=None)
+            values.update(state="done", result=self._sealer.seal(result), error=None)
         else:
             values.update(state="failed", error=(error or "unknown error")[:500])
         async with database_errors("storing a result"), self._engine.begin() as conn:

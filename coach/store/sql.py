@@ -52,6 +52,7 @@ from coach.store.db import (
     reader,
 )
 from coach.store.schema import api_keys, metadata
+from coach.store.sealing import Sealer
 
 __all__ = [
     "KEY_PATTERN",
@@ -143,9 +144,10 @@ class SqlStore(BatchStore):
     """`Store` on an `AsyncEngine` whose schema is migrated (see `coach.store.open_store`);
     batch jobs are in `coach.store.batches`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sealer: Sealer | None = None) -> None:
         self._engine = engine
         self._reads = reader(engine)
+        self._sealer = sealer or Sealer()
 
     @property
     def dialect(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from batch.batch_support import REPO, counting_server, jsonl, wait_for
 from conftest import RunCli
+from cryptography.fernet import Fernet
 
 from coach.models import Review, ReviewRequest
 from coach.service import ReviewService
@@ -142,6 +143,28 @@ def test_library_into_jsonl_csv_and_md(
     assert _attempts(library) == stored
     assert (library / "out.jsonl").read_bytes() == first
     assert not list(library.glob("*.partial"))
+
+
+def test_with_a_store_key_the_store_holds_no_draft_and_the_output_is_in_clear(
+    library: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COACH_STORE_KEY", Fernet.generate_key().decode())
+    result = run_cli([*COMMAND, "--out", "out.jsonl"])
+    assert result.code == 0, result.err
+    rows = _by_item(library / "out.jsonl")
+    assert set(rows) == ITEMS and all(r["status"] == "done" for r in rows.values())
+    assert "<b>{{first_name}}</b>" in rows["drafts/b.html"]["rewrite_markup"]
+    with sqlite3.connect(library / "data" / "coach.db") as db:
+        stored = db.execute("SELECT request, markup, result FROM batch_items").fetchall()
+    assert len(stored) == len(ITEMS)
+    dump = repr(stored)
+    # Phrases with spaces or braces: base64 ciphertext never contains one by chance.
+    assert "head of procurement" not in dump and "{{first_name}}" not in dump
+    # Without the key the next run stops with a one-line error instead of reviewing again.
+    monkeypatch.delenv("COACH_STORE_KEY")
+    result = run_cli([*COMMAND, "--out", "again.jsonl"])
+    assert result.code == 2 and "COACH_STORE_KEY" in result.err
+    assert len(result.err.strip().splitlines()) == 1, result.err
 
 
 def test_changed_file_is_reviewed_again_and_deleted_file_disappears(

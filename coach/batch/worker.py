@@ -86,6 +86,23 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def owner_gone(owner: str) -> bool:
+    """Whether `owner` (a `default_owner`) was a process on this machine that no longer
+    exists. Unknown owners, other machines and live processes (even another user's) are not
+    gone: their leases run out on their own."""
+    host, _, rest = owner.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 class Worker:
     def __init__(
         self,
@@ -132,6 +149,7 @@ class Worker:
     async def _work(
         self, stop: asyncio.Event, until_idle: bool, inputs_done: Callable[[], bool]
     ) -> None:
+        await self._end_dead_leases()
         tasks: set[asyncio.Task[None]] = set()
         renewer = asyncio.create_task(self._renew_leases())
         try:
@@ -192,6 +210,19 @@ class Worker:
             except CoachError as exc:  # the database is gone: the leases will expire instead
                 log.warning("release_failed", error=str(exc))
             await asyncio.gather(renewer, return_exceptions=True)
+
+    async def _end_dead_leases(self) -> None:
+        """A worker of this machine that was killed (a `coach batch` SIGKILLed, say) left
+        leases that would keep its items for up to a whole lease: end them at once, so a
+        re-run resumes without waiting."""
+        try:
+            owners = await self.store.lease_owners(self.config.batch_id)
+            dead = {o for o in owners if o != self.owner and owner_gone(o)}
+            if dead:
+                ended = await self.store.end_leases_of(dead)
+                log.info("dead_worker_leases_ended", workers=len(dead), items=ended)
+        except CoachError as exc:  # the leases will run out instead
+            log.warning("dead_lease_check_failed", error=str(exc))
 
     async def _wait(self, stop: asyncio.Event, tasks: set[asyncio.Task[None]]) -> None:
         """Sleep until a slot frees, `stop` is set, or the poll interval passes."""

@@ -641,6 +641,30 @@ class BatchStore(WorkerStore):
                     )
                 )
 
+    async def lease_owners(self, batch_id: str | None = None) -> set[str]:
+        """The workers holding leases (on the batch, or on any)."""
+        scope = [] if batch_id is None else [batch_items.c.batch_id == batch_id]
+        async with database_errors("reading leases"), self._reads.connect() as conn:
+            rows = await conn.scalars(
+                select(batch_items.c.lease_owner)
+                .where(*scope, batch_items.c.state == "leased")
+                .distinct()
+            )
+            return {owner for owner in rows if owner}
+
+    async def end_leases_of(self, owners: Collection[str]) -> int:
+        """End now the leases of workers known to be dead: their items are claimable at once,
+        as if the leases had run out (the attempt counts, and dead-lettering applies)."""
+        if not owners:
+            return 0
+        async with database_errors("ending leases"), self._engine.begin() as conn:
+            ended = await conn.execute(
+                update(batch_items)
+                .where(batch_items.c.state == "leased", batch_items.c.lease_owner.in_(owners))
+                .values(lease_until=_now() - timedelta(seconds=1))
+            )
+        return int(ended.rowcount or 0)
+
     async def maybe_finish(self, batch_id: str) -> BatchRecord | None:
         """Move the batch to its final state when no item is left to review; the batch when
         this call finished it, else None."""

@@ -6,6 +6,10 @@ slow item from a second worker."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -326,3 +330,48 @@ def test_workers_delete_batches_past_their_retention_but_not_their_own(
             assert await store.get_batch(own) is None
 
     asyncio.run(scenario())
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_owner_gone_only_for_dead_processes_of_this_machine() -> None:
+    host = socket.gethostname()
+    assert worker_module.owner_gone(f"{host}:{_dead_pid()}:abc123")
+    assert not worker_module.owner_gone(f"{host}:{os.getpid()}:abc123")  # alive
+    assert not worker_module.owner_gone(f"another-{host}:{_dead_pid()}:abc123")
+    assert not worker_module.owner_gone("w") and not worker_module.owner_gone(f"{host}:x:y")
+
+
+def test_a_worker_takes_over_the_leases_of_a_dead_local_worker_at_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            batch_id = await _batch(store, 4)
+            host = socket.gethostname()
+            dead, alive = f"{host}:{_dead_pid()}:dead00", f"{host}:{os.getpid()}:live00"
+            # Leases that would hold the items for ten minutes.
+            await store.claim(dead, limit=2, lease_s=600, max_attempts=3, batch_id=batch_id)
+            await store.claim(alive, limit=1, lease_s=600, max_attempts=3, batch_id=batch_id)
+            worker = Worker(store, SpyService(), _config(batch_id=batch_id))
+            stop = asyncio.Event()
+            run = asyncio.create_task(worker.run(stop=stop))
+            await asyncio.wait_for(_until_done(store, batch_id, 3), timeout=10)
+            stop.set()
+            await run
+            rows = {r["key"]: r for r in await item_rows(store, batch_id)}
+            taken = [r for r in rows.values() if r["state"] == "done"]
+            assert len(taken) == 3 and sum(r["attempts"] == 2 for r in taken) == 2
+            # The live worker's item is still its own.
+            assert [r["lease_owner"] for r in rows.values() if r["state"] == "leased"] == [alive]
+
+    asyncio.run(scenario())
+
+
+async def _until_done(store: SqlStore, batch_id: str, count: int) -> None:
+    while sum(r["state"] == "done" for r in await item_rows(store, batch_id)) < count:
+        await asyncio.sleep(0.05)

@@ -160,6 +160,8 @@ async def _start_helpers(options: BatchOptions, batch_id: str) -> list[asyncio.s
             "worker",
             "--batch",
             batch_id,
+            "--parent",
+            str(os.getpid()),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,

@@ -43,6 +43,8 @@ __all__ = ["batch", "worker"]
 EXIT_FAIL_ON = 1
 EXIT_ITEMS_FAILED = 3
 EXIT_INTERRUPTED = 130
+#: How often a `coach batch` helper checks that the command that started it is still there.
+PARENT_POLL_S = 1.0
 
 
 def _settings(rpm: int | None, tpm: int | None, concurrency: int | None) -> Settings:
@@ -296,17 +298,39 @@ class _ProgressDisplay:
 @click.option("--once", is_flag=True, help="Exit when no item is left instead of waiting.")
 @click.option("--rpm", type=click.IntRange(min=1), help="LLM requests per minute (COACH_LLM_RPM).")
 @click.option("--tpm", type=click.IntRange(min=1), help="LLM tokens per minute (COACH_LLM_TPM).")
+# `coach batch --workers N` starts its helpers with this: they stop when it is gone, even if it
+# was killed with SIGKILL and could not stop them itself.
+@click.option("--parent", type=int, hidden=True)
 def worker(
-    concurrency: int | None, batch_id: str | None, once: bool, rpm: int | None, tpm: int | None
+    concurrency: int | None,
+    batch_id: str | None,
+    once: bool,
+    rpm: int | None,
+    tpm: int | None,
+    parent: int | None,
 ) -> None:
     """Review batch items from the store (COACH_DATABASE_URL) until SIGTERM or Ctrl-C, and
     deliver webhook events. Run as many as you like, on any machine that reaches the
     database."""
     settings = _settings(rpm, tpm, concurrency)
-    asyncio.run(_worker(settings, concurrency or settings.batch_concurrency, batch_id, once))
+    asyncio.run(
+        _worker(settings, concurrency or settings.batch_concurrency, batch_id, once, parent)
+    )
 
 
-async def _worker(settings: Settings, concurrency: int, batch_id: str | None, once: bool) -> None:
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set `stop` once this process's parent is no longer `parent` (it exited or was killed:
+    the orphan is re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_POLL_S)
+
+
+async def _worker(
+    settings: Settings, concurrency: int, batch_id: str | None, once: bool, parent: int | None
+) -> None:
     from coach.batch.background import BackgroundWorkers
     from coach.logs import configure_logging
     from coach.service import ReviewService
@@ -323,8 +347,11 @@ async def _worker(settings: Settings, concurrency: int, batch_id: str | None, on
     workers = BackgroundWorkers(
         store, service, settings, concurrency=concurrency, batch_id=batch_id
     )
+    watch = asyncio.create_task(_orphaned(parent, stop)) if parent is not None else None
     try:
         await workers.run(stop=stop, until_idle=once)
     finally:
+        if watch is not None:
+            watch.cancel()
         await service.aclose()
         await store.close()

@@ -323,3 +323,49 @@ def test_workers_share_one_batch_and_review_each_item_once(tmp_path: Path) -> No
     assert attempts == 1
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert "coach worker --batch" not in processes, "a helper process outlived the batch"
+
+
+def _exited(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status  # a zombie: exited, waiting for whoever adopted it
+
+
+def test_sigkill_of_coach_batch_stops_its_helpers_and_a_rerun_resumes_at_once(
+    tmp_path: Path,
+) -> None:
+    n = 60
+    drafts = _drafts(tmp_path, n)
+    out = tmp_path / "out.jsonl"
+    db = tmp_path / "data" / "coach.db"
+    with counting_server(tmp_path / "fake.log", "--latency", "0.2") as fake:
+        # The default 120 s lease: a re-run that waited for the killed leases would time out.
+        env = _env(tmp_path, fake.env())
+        argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
+        argv += ["--out", str(out), "--quiet", "--concurrency", "4", "--workers", "2"]
+        process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: _done(db) >= 10 or process.poll() is not None, timeout=60)
+            assert process.poll() is None
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            helpers = [int(pid) for pid in children.split()]
+            assert len(helpers) == 1
+            process.kill()
+            process.wait()
+            # The orphaned helper notices and stops (handing back its items).
+            assert wait_for(lambda: all(map(_exited, helpers)), timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        started = time.monotonic()
+        rerun = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, timeout=90)
+        assert rerun.returncode == 0, rerun.stderr
+        assert time.monotonic() - started < 60  # not the 120 s lease
+        rows = _by_item(out)
+        assert len(rows) == n and all(r["status"] == "done" for r in rows.values())
+        time.sleep(0.5)  # the server logs a request after its latency
+        # Only the reviews cut off by the kill (at most the concurrency) were done again.
+        assert n <= fake.completions() <= n + 4

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from coach.engines.rules.lexicon import Lexicon, lexicon
 from coach.models import Kind, Language, ReviewRequest
@@ -38,12 +40,20 @@ class Analysis:
     sentences: list[Sentence]
     merge_fields: list[MergeField]
     hits: dict[str, list[Hit]] = field(default_factory=dict)
+    #: Categories scanned only when first read (Lexicon.scan_lazily).
+    pending: dict[str, Callable[[], list[Hit]]] = field(default_factory=dict, repr=False)
 
     def of(self, category: str) -> list[Hit]:
-        return self.hits.get(category, [])
+        hits = self.hits.get(category)
+        if hits is None:
+            finish = self.pending.pop(category, None)
+            if finish is None:
+                return []
+            hits = self.hits[category] = finish()
+        return hits
 
     def count(self, category: str) -> int:
-        return len(self.hits.get(category, []))
+        return len(self.of(category))
 
     def in_sentence(self, category: str, sentence: int) -> bool:
         return any(hit.sentence == sentence for hit in self.of(category))
@@ -83,10 +93,15 @@ def analyse(request: ReviewRequest) -> Analysis:
         merge_fields=merge_fields,
     )
     starts = [s.start for s in sentences]
-    for category, spans in lex.scan(masked).items():
-        analysis.hits[category] = [
-            Hit(category, start, end, _sentence_of(starts, start)) for start, end in spans
-        ]
+
+    def hits(category: str, spans: list[tuple[int, int]]) -> list[Hit]:
+        return [Hit(category, start, end, _sentence_of(starts, start)) for start, end in spans]
+
+    found, pending = lex.scan_lazily(masked)
+    for category, spans in found.items():
+        analysis.hits[category] = hits(category, spans)
+    for category, finish in pending.items():
+        analysis.pending[category] = partial(lambda c, f: hits(c, f()), category, finish)
     _apply_disclaimers(analysis)
     return analysis
 

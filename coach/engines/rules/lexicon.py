@@ -206,8 +206,9 @@ def dispatch_keys(pattern: str) -> frozenset[str] | None:
 # --- locality: which patterns can be memoised per chunk -------------------------------------------
 
 #: Where `Lexicon.scan` cuts a text into chunks: whitespace after terminal punctuation, and every
-#: line break. The cut characters (the gap) are whitespace; the punctuation stays in the chunk.
-_CUT = re.compile(r"(?<=[.!?…])\s+|\n\s*")
+#: line break. The cut characters (the gap) are whitespace; the punctuation stays in the chunk
+#: (it is matched here, not looked behind for, so that the regex engine can skip to it).
+_CUT = re.compile(r"[.!?…]\s+|\n\s*")
 _TERMINAL = ".!?…"
 _SPACES = tuple(chr(c) for c in range(0x3001) if chr(c).isspace())
 
@@ -312,6 +313,11 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 #: (bound `match`, category, chunk-local) per pattern to try at a token.
 _Candidates = tuple[tuple[Callable[[str, int], "re.Match[str] | None"], str, bool], ...]
 _MEMO_SIZE = 50_000
+#: Spans per category, as they are found.
+_Found = dict[str, list[tuple[int, int]]]
+#: A memoised chunk: (category, start, end) of its local matches, and the tokens where the
+#: non-local patterns are to be tried; offsets relative to the chunk.
+_Chunk = tuple[tuple[tuple[str, int, int], ...], tuple[int, ...]]
 #: Chunks (sentences) whose local matches are memoised, per language, least recently used out.
 _CHUNK_MEMO_SIZE = 4096
 #: Per-process key of the chunk memo's hashes, so they cannot be checked against guessed text.
@@ -366,9 +372,13 @@ class Lexicon:
         self._always: list[int] = []
         #: Patterns without dispatch keys, run over the whole text: (category, spans).
         self._whole: list[tuple[str, Callable[[str], Iterable[tuple[int, int]]]]] = []
+        deferred: set[str] = set()
         self._by_key: dict[str, list[int]] = {}
         self._memo: dict[str, tuple[_Candidates, _Candidates]] = {}
-        self._chunks: OrderedDict[bytes, tuple[tuple[str, int, int], ...]] = OrderedDict()
+        #: Characters from a token that decide its candidates (Hebrew: attached prefixes too).
+        self._reach = _KEY + 3 if language is Language.he else _KEY
+        #: chunk hash -> (local matches, tokens to try non-local patterns at), relative offsets
+        self._chunks: OrderedDict[bytes, _Chunk] = OrderedDict()
         for category, patterns in signals.items():
             for pattern in (alt for p in patterns for alt in _alternatives(str(p))):
                 wrapped = _wrap(pattern, language)
@@ -389,9 +399,13 @@ class Lexicon:
                     else:
                         spans = partial(_spans, regex)
                     self._whole.append((category, spans))
+                    if isinstance(spans, partial):
+                        deferred.add(category)
                     continue
                 for key in keys:
                     self._by_key.setdefault(key, []).append(index)
+        #: Categories with patterns that try every position of the text (see scan_lazily).
+        self.deferred = frozenset(deferred)
         # For searches in other texts (thread, notes), one regex per category is simpler.
         self.signals = {
             category: re.compile("|".join(_wrap(str(p), language) for p in patterns), _FLAGS)
@@ -417,10 +431,7 @@ class Lexicon:
         pattern order: all of them, and those that are not chunk-local. Memoised by the text
         there: the next _KEY characters (in Hebrew, and the few after them that attached
         prefixes shift the stem by)."""
-        if self.language is Language.he:
-            head = folded[start : start + _KEY + 3]
-        else:
-            head = folded[start : start + _KEY]
+        head = folded[start : start + self._reach]
         found = self._memo.get(head)
         if found is not None:
             return found
@@ -440,7 +451,20 @@ class Lexicon:
 
     def scan(self, text: str) -> dict[str, list[tuple[int, int]]]:
         """Every match of every signal pattern in `text`, per category: leftmost-longest,
-        non-overlapping within a category.
+        non-overlapping within a category. See `scan_lazily`."""
+        found, pending = self.scan_lazily(text)
+        for category, finish in pending.items():
+            if hits := finish():
+                found[category] = hits
+        return found
+
+    def scan_lazily(
+        self, text: str
+    ) -> tuple[dict[str, list[tuple[int, int]]], dict[str, Callable[[], list[tuple[int, int]]]]]:
+        """`scan`, except for the categories in `deferred`, which come as functions that give
+        their matches when called: their keyless patterns try every position of the text, the
+        dearest part of a scan, and most reviews never read them (notes_learned, outside
+        meeting notes).
 
         Rather than trying ~800 patterns at every position (about 10 ms per 1,000 characters),
         each pattern is indexed by the characters its matches start with, and tried only at
@@ -453,59 +477,124 @@ class Lexicon:
         """
         folded = _fold(text)
         found: dict[str, list[tuple[int, int]]] = {}
+        chunks: list[tuple[int, int]] = []
         start = 0
         for gap in _CUT.finditer(text):
-            if gap.start() > start:
-                self._scan_chunk(text, folded, start, gap.start(), found)
+            cut = gap.start() if text[gap.start()] == "\n" else gap.start() + 1
+            if cut > start:
+                chunks.append((start, cut))
             start = gap.end()
         if len(text) > start:
-            self._scan_chunk(text, folded, start, len(text), found)
-        for category, spans in self._whole:
-            for span in spans(text):
-                found.setdefault(category, []).append(span)
-        for category, hits in found.items():
-            hits.sort(key=lambda s: (s[0], -s[1]))
-            kept: list[tuple[int, int]] = []
-            for begin, end in hits:
-                if not kept or begin >= kept[-1][1]:
-                    kept.append((begin, end))
-            found[category] = kept
-        return found
-
-    def _scan_chunk(
-        self, text: str, folded: str, start: int, end: int, found: dict[str, list[tuple[int, int]]]
-    ) -> None:
-        """Matches of the keyed patterns at the tokens of text[start:end], into `found`
-        (unsorted, overlapping). Local patterns' matches come from the memo when it has the
-        chunk; they are matched in the whole text, which gives the same as the chunk alone."""
-        key = blake2b(text[start:end].encode(), digest_size=16, key=_MEMO_KEY).digest()
+            chunks.append((start, len(text)))
         memo = self._chunks
-        local = memo.get(key)
-        if local is not None:
+        keys = [
+            blake2b(text[a:b].encode(), digest_size=16, key=_MEMO_KEY).digest() for a, b in chunks
+        ]
+        first = 0
+        for index, key in enumerate(keys):
+            known = memo.get(key)
+            if known is None:
+                continue
+            if first < index:
+                self._match(text, folded, chunks[first:index], keys[first:index], found)
+            first = index + 1
             with suppress(KeyError):  # another thread may just have evicted it
                 memo.move_to_end(key)
-            for category, begin, stop in local:
-                found.setdefault(category, []).append((start + begin, start + stop))
-        fresh: list[tuple[str, int, int]] | None = [] if local is None else None
-        candidates = self._candidates
-        which = 1 if fresh is None else 0
-        for token in _TOKEN.finditer(folded, start, end):
-            at = token.start()
-            for match, category, is_local in candidates(folded, at)[which]:
+            self._replay(text, folded, chunks[index][0], known, found)
+        if first < len(chunks):
+            self._match(text, folded, chunks[first:], keys[first:], found)
+        pending: dict[str, Callable[[], list[tuple[int, int]]]] = {
+            category: partial(self._finish, text, category, found.pop(category, []))
+            for category in self.deferred
+        }
+        for category, spans in self._whole:
+            if category not in pending:
+                for span in spans(text):
+                    found.setdefault(category, []).append(span)
+        return {category: _select(hits) for category, hits in found.items()}, pending
+
+    def _finish(
+        self, text: str, category: str, hits: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        """A deferred category: its keyed matches (found), then the whole-text ones."""
+        for whole, spans in self._whole:
+            if whole == category:
+                hits.extend(spans(text))
+        return _select(hits)
+
+    def _replay(self, text: str, folded: str, start: int, known: _Chunk, found: _Found) -> None:
+        """A memoised chunk at `start`: its local matches, and the non-local patterns tried
+        at the tokens the memo lists."""
+        local, revisit = known
+        for category, begin, stop in local:
+            found.setdefault(category, []).append((start + begin, start + stop))
+        memo, reach = self._memo, self._reach
+        for offset in revisit:
+            at = start + offset
+            # The memo lookup of _candidates, inline: this loop is the hot path.
+            pair = memo.get(folded[at : at + reach]) or self._candidates(folded, at)
+            for match, category, _local in pair[1]:
                 m = match(text, at)
                 if m is not None and (stop := m.end()) > at:
-                    if is_local and fresh is not None:
+                    found.setdefault(category, []).append((at, stop))
+
+    def _match(
+        self,
+        text: str,
+        folded: str,
+        chunks: list[tuple[int, int]],
+        keys: list[bytes],
+        found: _Found,
+    ) -> None:
+        """Matches of the keyed patterns at the tokens of consecutive chunks, into `found`
+        (unsorted, overlapping), in one pass; each chunk goes into the memo.
+
+        Local patterns are matched in the whole text, which gives the same as in the chunk
+        alone. The memo keeps their matches and the tokens where a non-local pattern is to be
+        tried: those with such candidates, and those whose candidates depend on the text after
+        the chunk (the key reaches past it)."""
+        memo, reach = self._memo, self._reach
+        entries: list[tuple[list[tuple[str, int, int]], list[int]]] = [([], []) for _ in chunks]
+        index = 0
+        start, end = chunks[0]
+        fresh, later = entries[0]
+        for token in _TOKEN.finditer(folded, start, chunks[-1][1]):
+            at = token.start()
+            if at >= end:  # the next chunk with a token (gaps have none)
+                while at >= chunks[index][1]:
+                    index += 1
+                start, end = chunks[index]
+                fresh, later = entries[index]
+            # The memo lookup of _candidates, inline: this loop is the hot path.
+            every, nonlocal_ = memo.get(folded[at : at + reach]) or self._candidates(folded, at)
+            if nonlocal_ or at + reach > end:
+                later.append(at - start)
+            for match, category, is_local in every:
+                m = match(text, at)
+                if m is not None and (stop := m.end()) > at:
+                    if is_local:
                         fresh.append((category, at - start, stop - start))
                     hits = found.get(category)
                     if hits is None:
                         found[category] = [(at, stop)]
                     else:
                         hits.append((at, stop))
-        if fresh is not None:
-            memo[key] = tuple(fresh)
-            if len(memo) > _CHUNK_MEMO_SIZE:
-                with suppress(KeyError):
-                    memo.popitem(last=False)
+        chunk_memo = self._chunks
+        for key, (fresh, later) in zip(keys, entries, strict=True):
+            chunk_memo[key] = (tuple(fresh), tuple(later))
+        while len(chunk_memo) > _CHUNK_MEMO_SIZE:
+            with suppress(KeyError):
+                chunk_memo.popitem(last=False)
+
+
+def _select(hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Leftmost-longest, non-overlapping."""
+    hits.sort(key=lambda s: (s[0], -s[1]))
+    kept: list[tuple[int, int]] = []
+    for begin, end in hits:
+        if not kept or begin >= kept[-1][1]:
+            kept.append((begin, end))
+    return kept
 
 
 def _load(language: Language) -> Lexicon:

@@ -44,7 +44,8 @@ else pass untouched and are not counted):
 Waiting for the budget happens inside the review's deadline (`ModelCaller` wraps the whole
 call), so a deep queue behind a small budget turns into timeouts: a concurrency above
 `rpm / 60 * latency` uses the whole budget, one above `rpm / 60 * COACH_LLM_DEADLINE` makes
-reviews time out in the queue. Nothing here reads or logs a request's text.
+reviews time out in the queue (batch workers cap their LLM items in flight at half of that:
+`Worker._slots`). Nothing here reads or logs a request's text.
 """
 
 from __future__ import annotations

@@ -63,6 +63,16 @@ class ReviewService:
         for reviewer in self._engines.values():
             self._share(reviewer)
 
+    def llm_pace_rpm(self) -> float | None:
+        """The LLM engine's request pace in force (its share of the budget, slowed by 429s);
+        None when no LLM engine runs here or nothing limits it."""
+        reviewer = self._engines.get("llm")
+        scheduler = getattr(reviewer, "scheduler", None)
+        if scheduler is None:
+            return None
+        pace: float | None = scheduler.stats().pace_rpm
+        return pace
+
     def _share(self, reviewer: Reviewer) -> None:
         scheduler = getattr(reviewer, "scheduler", None)
         if scheduler is not None:

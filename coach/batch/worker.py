@@ -47,6 +47,9 @@ log = get_logger("coach.batch.worker")
 #: How often a worker deletes the batches past their retention (COACH_BATCH_RETENTION_DAYS).
 PURGE_EVERY_S = 3600.0
 
+#: Share of the review deadline an LLM review may spend waiting for the rate budget.
+BUDGET_WAIT_SHARE = 0.5
+
 #: LLM failures a later attempt may cure; the others fail the item at once.
 RETRYABLE_CODES = frozenset(
     {"timeout", "rate_limited", "provider_error", "invalid_output", "llm_error", "internal_error"}
@@ -159,7 +162,7 @@ class Worker:
             # idle time next to a model call's latency.
             group = max(1, self.config.concurrency // 8)
             while not stop.is_set():
-                free = self.config.concurrency - len(tasks)
+                free = self._slots() - len(tasks)
                 claimed: list[ClaimedItem] = []
                 if free >= group or (free > 0 and not tasks):
                     claimed = await self.store.claim(
@@ -210,6 +213,17 @@ class Worker:
             except CoachError as exc:  # the database is gone: the leases will expire instead
                 log.warning("release_failed", error=str(exc))
             await asyncio.gather(renewer, return_exceptions=True)
+
+    def _slots(self) -> int:
+        """Items in flight at most: the concurrency, but no more LLM reviews than the rate
+        budget serves within half the review deadline. Waiting for the budget counts against
+        the deadline, so with a small budget (a low-tier key, many workers sharing one) a full
+        concurrency would only make items time out in the queue and be retried."""
+        pace = self.service.llm_pace_rpm()
+        if pace is None:
+            return self.config.concurrency
+        served = int(pace / 60 * self.service.settings.llm_deadline_s * BUDGET_WAIT_SHARE)
+        return max(1, min(self.config.concurrency, served))
 
     async def _end_dead_leases(self) -> None:
         """A worker of this machine that was killed (a `coach batch` SIGKILLed, say) left

@@ -375,3 +375,44 @@ def test_a_worker_takes_over_the_leases_of_a_dead_local_worker_at_once(
 async def _until_done(store: SqlStore, batch_id: str, count: int) -> None:
     while sum(r["state"] == "done" for r in await item_rows(store, batch_id)) < count:
         await asyncio.sleep(0.05)
+
+
+class _PacedService(SpyService):
+    """The rule engine behind a spy, as if an LLM budget paced it at `pace` requests/min."""
+
+    def __init__(self, pace: float | None) -> None:
+        self.in_flight = self.most = 0
+
+        async def hook(text: str, nth: int) -> None:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.02)
+            self.in_flight -= 1
+
+        super().__init__(hook)
+        self.pace = pace
+
+    def llm_pace_rpm(self) -> float | None:
+        return self.pace
+
+
+@pytest.mark.parametrize(
+    ("pace", "most"),
+    [
+        (None, 8),  # no budget: the whole concurrency
+        (6.0, 1),  # 0.1/s for half a 20 s deadline: one at a time
+        (60.0, 8),  # 1/s: 10 could wait; the concurrency (8) binds
+        (36.0, 6),  # 0.6/s: 6
+    ],
+)
+def test_a_small_budget_bounds_the_items_in_flight(
+    pace: float | None, most: int, db_url: str, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            await _batch(store, 24)
+            service = _PacedService(pace)
+            worker = await _run(store, service, concurrency=8)
+            assert worker.stats.done == 24 and service.most == most
+
+    asyncio.run(scenario())

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from coach.models import Language
+
+if TYPE_CHECKING:
+    from coach.text.merge_fields import MergeField
 
 __all__ = ["HEBREW_LETTER", "detect_language"]
 
@@ -16,13 +20,18 @@ _LATIN = re.compile(r"[A-Za-z]")
 _HEBREW_SHARE = 0.3
 
 
-def detect_language(text: str) -> Language:
+def detect_language(text: str, merge_fields: list[MergeField] | None = None) -> Language:
     """Hebrew or English, by script. Links, e-mail addresses and merge fields do not count:
-    they are Latin in any language."""
+    they are Latin in any language. `merge_fields`: those of `text`, when the caller has them
+    already."""
     from coach.text.merge_fields import find_merge_fields
     from coach.text.segment import mask
 
-    text = mask(text, find_merge_fields(text), fill="")
+    if not _HEBREW.search(text):
+        return Language.en  # no Hebrew letter, masked or not
+    if merge_fields is None:
+        merge_fields = find_merge_fields(text)
+    text = mask(text, merge_fields, fill="")
     hebrew = len(_HEBREW.findall(text))
     if hebrew == 0:
         return Language.en

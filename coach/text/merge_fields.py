@@ -32,9 +32,25 @@ _SYNTAXES: tuple[tuple[str, str], ...] = (
     # The rule engine's own fill-in slots in a structural rewrite: [[DETAIL: their news]].
     ("slot", r"\[\[[A-Z][A-Z ]{1,30}:[^\]\n]{0,120}\]\]"),
 )
-_PATTERN = re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _SYNTAXES))
-#: Every syntax opens with one of these; a draft without any has no merge field.
-_OPENERS = ("{", "*|", "[", "%")
+#: What each syntax opens with; a draft without any has no merge field.
+_OPENER = {
+    "handlebars": "{{",
+    "mailchimp": "*|",
+    "salesforce": "{!",
+    "bracket": "[",
+    "percent": "%",
+    "slot": "[[",
+}
+
+
+@cache
+def _pattern(syntaxes: tuple[str, ...]) -> re.Pattern[str]:
+    """One regex for the given syntaxes, in _SYNTAXES order. A syntax whose opener is not in the
+    text matches nowhere, so leaving it out changes no match, and a regex of fewer syntaxes is
+    faster (one that starts with a literal is searched for like a substring)."""
+    return re.compile("|".join(f"(?P<{name}>{rx})" for name, rx in _SYNTAXES if name in syntaxes))
+
+
 #: Rewrite slots the writer fills with something true of the recipient.
 _PERSONAL_SLOTS = frozenset({"detail", "their business"})
 _TOOL_PREFIX = re.compile(
@@ -80,9 +96,10 @@ def field_kind(name: str) -> str:
 
 def find_merge_fields(text: str) -> list[MergeField]:
     fields = []
-    if not any(opener in text for opener in _OPENERS):
+    present = tuple(name for name, opener in _OPENER.items() if opener in text)
+    if not present:
         return []
-    for match in _PATTERN.finditer(text):
+    for match in _pattern(present).finditer(text):
         syntax = match.lastgroup or "handlebars"
         if syntax == "slot":
             label = match.group()[2:].split(":", 1)[0].strip().lower()

@@ -25,12 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coach.engines.rules import analysis as analysis_module
+from coach.engines.rules import checks
 from coach.engines.rules.analysis import analyse
 from coach.engines.rules.lexicon import Lexicon, chunk_local, lexicon
 from coach.evals.dataset import load_cases
 from coach.models import Kind, Language, ReviewRequest
 from coach.rulebook import BUILTIN_RULE_IDS
 from coach.service import ReviewService
+from coach.text import merge_fields
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO / "evals" / "datasets"
@@ -292,3 +294,44 @@ def _write() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     _write()
+
+
+# --- helpers rewritten for speed, against their former code -----------------------------------
+
+
+def _mid_sentence_before(text: str, start: int) -> bool:
+    before = text[:start].split()
+    last = before[-1].strip(",.;:!?()[]'\"") if before else ""
+    return any(c.isalpha() for c in last) and set(last) != {"x"}
+
+
+@_SETTINGS
+@given(st.lists(st.sampled_from([*"ab xX,.\n\t'\"()", "xxxx", "Dana"])).map("".join), st.data())
+def test_mid_sentence_matches_its_former_code(text: str, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(text)))
+    assert checks._mid_sentence(text, start) == _mid_sentence_before(text, start)
+
+
+_ALL_SYNTAXES = re.compile("|".join(f"(?P<{n}>{rx})" for n, rx in merge_fields._SYNTAXES))
+
+
+@_SETTINGS
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                *_FIELDS,
+                *["{!Contact.FirstName}", "[[DETAIL: their news]]", "{", "[", "%", "*|", "}"],
+                *["]", "|*", "% off", "30%", "Dana", " ", "\n", "x", "[Name] ", "{{a}}"],
+            ]
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_merge_fields_match_one_regex_of_every_syntax(text: str) -> None:
+    fields = merge_fields.find_merge_fields(text)
+    assert [(f.start, f.end, f.syntax) for f in fields] == [
+        (m.start(), m.end(), m.lastgroup)
+        for m in _ALL_SYNTAXES.finditer(text)
+        if m.lastgroup == "slot" or merge_fields.normalise_field_name(m.group())
+    ]

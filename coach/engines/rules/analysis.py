@@ -74,9 +74,9 @@ def _sentence_of(starts: list[int], offset: int) -> int:
 
 def analyse(request: ReviewRequest) -> Analysis:
     text = request.text
-    language = request.language or detect_language(text)
-    lex = lexicon(language)
     merge_fields = find_merge_fields(text)
+    language = request.language or detect_language(text, merge_fields)
+    lex = lexicon(language)
     masked = mask(text, merge_fields)
     sentences = split_sentences(masked)
     greeting = re.match(lex.phrase("layout", "greeting"), masked, re.IGNORECASE)

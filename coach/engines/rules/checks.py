@@ -79,7 +79,7 @@ _ME = re.compile(r"\b(?:i|my|me|i'm|i've|i'll|i'd)\b", re.IGNORECASE)
 def _mid_sentence(text: str, start: int) -> bool:
     """Whether a word at `start` follows a real word of the sentence: the first word is
     capitalised anyway, and so is a word after a masked merge field ("xxxx Disregard…")."""
-    before = text[:start].split()
+    before = text[:start].rsplit(None, 1)  # the last word, found from the right
     last = before[-1].strip(",.;:!?()[]'\"") if before else ""
     return any(c.isalpha() for c in last) and set(last) != {"x"}
 
@@ -95,11 +95,10 @@ def _proper_nouns(a: Analysis) -> list[int]:
     if ctx and ctx.recipient and ctx.recipient.name:
         stop.update(part.lower().strip(".,") for part in ctx.recipient.name.split())
     excluded = a.sentences_with("pitch", "pitch_question", "self_focus", "generic", "business_ask")
-    excluded.update(i for i in range(len(a.sentences)) if _WE.search(a.sentences[i].text))
     greeting = re.compile(a.lexicon.phrase("layout", "greeting"), re.IGNORECASE)
     found = []
     for s in a.sentences:
-        if s.index in excluded or (s.index == 0 and greeting.match(s.text)):
+        if s.index in excluded or _WE.search(s.text) or (s.index == 0 and greeting.match(s.text)):
             continue
         if _ME.search(s.text) and not a.in_sentence("second_person", s.index):
             continue  # about the sender ("I run partnerships at Payloop")

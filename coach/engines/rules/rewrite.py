@@ -33,7 +33,9 @@ def protected_tokens(analysis: Analysis) -> list[str]:
     """What a rewrite must keep byte-identical: merge fields, links, e-mails, dates, names."""
     text = analysis.text
     tokens = [f.raw for f in analysis.merge_fields]
-    tokens += [m.group() for m in URL.finditer(text)]
+    lowered = text.lower()
+    if "@" in text or "http" in lowered or "www." in lowered:  # what every URL match holds
+        tokens += [m.group() for m in URL.finditer(text)]
     tokens += [m.group() for m in _DATE.finditer(text)]
     month_dates = analysis.lexicon.phrase("layout", "dates")
     tokens += [m.group() for m in re.finditer(month_dates, text, re.IGNORECASE)]
@@ -81,8 +83,9 @@ def structural_rewrite(analysis: Analysis, outcomes: list[tuple[Rule, Outcome]])
     drop: set[int] = set()
     text = ""
     changes: list[RewriteChange] = []
+    protected = protected_tokens(analysis)
     for _ in range(3):
-        text, changes = _build(analysis, failed, drop)
+        text, changes = _build(analysis, failed, drop, protected)
         # model_construct: the rewrite may exceed the input limit; it is ours, not the user's.
         check = analyse(
             ReviewRequest.model_construct(
@@ -125,7 +128,9 @@ def _offending(a: Analysis, failed: set[str]) -> set[int]:
     return a.sentences_with(*cats)
 
 
-def _build(a: Analysis, failed: set[str], extra_drop: set[int]) -> tuple[str, list[RewriteChange]]:
+def _build(
+    a: Analysis, failed: set[str], extra_drop: set[int], protected: list[str]
+) -> tuple[str, list[RewriteChange]]:
     phrase = a.lexicon.phrase
     changes: list[RewriteChange] = []
 
@@ -218,7 +223,7 @@ def _build(a: Analysis, failed: set[str], extra_drop: set[int]) -> tuple[str, li
     pieces = [*added_front, *(p.text for p in body), *added_back]
     joined = "\n".join(pieces) if notes else " ".join(pieces)
     kept = "\n".join(x for x in (greeting, joined, signoff) if x)
-    missing = [t for t in protected_tokens(a) if t not in kept]
+    missing = [t for t in protected if t not in kept]
     if missing:
         details = phrase("rewrite", "kept_label") + ", ".join(missing)
         kept = "\n".join(x for x in (greeting, joined, details, signoff) if x)

@@ -140,6 +140,14 @@ class Settings(BaseModel):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'coach.db').resolve()}"
 
     @property
+    def webhook_secrets(self) -> list[str]:
+        """COACH_WEBHOOK_SECRET split at commas: the current secret first, then those being
+        rotated out (events are signed with each)."""
+        if self.webhook_secret is None:
+            return []
+        return [s.strip() for s in self.webhook_secret.get_secret_value().split(",") if s.strip()]
+
+    @property
     def batch_retention_s(self) -> float | None:
         """COACH_BATCH_RETENTION_DAYS in seconds; None keeps finished batches."""
         return self.batch_retention_days * 86_400 if self.batch_retention_days else None

@@ -23,7 +23,7 @@ from coach.logs import get_logger
 from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store.batches import BatchStore, OutboxEvent
-from coach.webhooks import backoff, deliver
+from coach.webhooks import backoff, deliver, tenant_secrets
 
 __all__ = ["BackgroundWorkers", "OutboxSender"]
 
@@ -84,8 +84,8 @@ class OutboxSender:
         return len(events)
 
     async def _send(self, client: httpx.AsyncClient, event: OutboxEvent) -> None:
-        secret = self.settings.webhook_secret
-        if secret is None:
+        secrets = self.settings.webhook_secrets
+        if not secrets:
             await self.store.record_delivery(
                 event.id,
                 delivered=False,
@@ -97,7 +97,7 @@ class OutboxSender:
         attempt = await deliver(
             client,
             event.url,
-            secret.get_secret_value(),
+            tenant_secrets(secrets, event.tenant),
             event.id,
             event.payload.encode("utf-8"),
             allow_private=self.settings.webhook_allow_private,

@@ -1,4 +1,5 @@
-"""`coach keys`: create, list and revoke the HTTP service's API keys.
+"""`coach keys`: create, list and revoke the HTTP service's API keys; print a tenant's webhook
+signing secret.
 
 The database is the service's (COACH_DATABASE_URL, or SQLite in COACH_DATA_DIR), migrated on
 first use. A key is printed once, at creation; listings show prefixes, never keys or hashes.
@@ -128,3 +129,20 @@ def revoke(key_or_prefix: str) -> None:
         click.echo(f"{shown} was already revoked")
     else:
         raise InputError(f"no API key matches {shown}")
+
+
+@keys.command("webhook-secret")
+@click.option("--tenant", required=True, help="The tenant whose receivers verify the events.")
+def webhook_secret(tenant: str) -> None:
+    """Print TENANT's webhook signing secret: its receivers verify coach's events with it.
+
+    Derived from COACH_WEBHOOK_SECRET, so nothing is stored and every server with the same
+    setting prints the same. During a rotation (COACH_WEBHOOK_SECRET=NEW,OLD) one line each,
+    the current first: receivers accept any of them until the old one is retired."""
+    from coach.webhooks import tenant_secrets
+
+    settings = Settings.from_env(os.environ)
+    if not settings.webhook_secrets:
+        raise InputError("COACH_WEBHOOK_SECRET is not set: webhooks are not configured")
+    for secret in tenant_secrets(settings.webhook_secrets, tenant):
+        click.echo(secret)

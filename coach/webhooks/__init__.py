@@ -9,6 +9,8 @@ from coach.webhooks.signing import (
     generate_secret,
     sign,
     signed_headers,
+    tenant_secret,
+    tenant_secrets,
     verify,
 )
 from coach.webhooks.targets import check_resolved, check_url
@@ -23,5 +25,7 @@ __all__ = [
     "generate_secret",
     "sign",
     "signed_headers",
+    "tenant_secret",
+    "tenant_secrets",
     "verify",
 ]

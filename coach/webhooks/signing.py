@@ -23,6 +23,8 @@ __all__ = [
     "generate_secret",
     "sign",
     "signed_headers",
+    "tenant_secret",
+    "tenant_secrets",
     "verify",
 ]
 
@@ -32,6 +34,8 @@ _VERSION = "v1"
 _SECRET_BYTES = 32
 #: A timestamp longer than this is garbage, and refusing it early keeps int() cheap.
 _MAX_TIMESTAMP_DIGITS = 12
+#: Domain separation: the derived secrets are used for nothing but tenants' webhooks.
+_TENANT_LABEL = b"coach webhook tenant\x00"
 
 
 class WebhookVerificationError(CoachError):
@@ -41,6 +45,20 @@ class WebhookVerificationError(CoachError):
 def generate_secret() -> str:
     """A new signing secret: "whsec_" + base64 of 32 random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode("ascii")
+
+
+def tenant_secret(secret: str, tenant: str) -> str:
+    """The signing secret of one tenant, derived from the server's (HMAC-SHA256 of the tenant
+    name under the server secret's key): each tenant verifies its own events, and none can sign
+    events that another tenant's receiver would accept. Derived, not stored, so rotating the
+    server secret rotates every tenant's."""
+    digest = hmac.new(_key(secret), _TENANT_LABEL + tenant.encode("utf-8"), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(digest.digest()).decode("ascii")
+
+
+def tenant_secrets(secrets_: str | Sequence[str], tenant: str) -> list[str]:
+    """`tenant_secret` for each server secret (several during a rotation: newest first)."""
+    return [tenant_secret(s, tenant) for s in _secrets(secrets_)]
 
 
 def _key(secret: str) -> bytes:

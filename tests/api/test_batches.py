@@ -20,7 +20,7 @@ from api.conftest import make_settings
 from coach.api import create_app
 from coach.settings import Settings
 from coach.store import open_store
-from coach.webhooks import generate_secret, verify
+from coach.webhooks import WebhookVerificationError, generate_secret, tenant_secret, verify
 
 Client = TestClient[Any]
 SECRET = generate_secret()
@@ -380,7 +380,11 @@ def test_a_signed_webhook_is_retried_until_delivered_once(
     ids = {headers["webhook-id"] for headers, _ in hook.received}
     assert len(ids) == 1, "retries carry the same webhook-id, so receivers can de-duplicate"
     headers, body = hook.received[-1]
-    verify(SECRET, headers, body)  # raises if the signature is wrong
+    # Signed with this tenant's own secret: not the server's, and not another tenant's.
+    verify(tenant_secret(SECRET, "acme"), headers, body)  # raises if the signature is wrong
+    for other in (SECRET, tenant_secret(SECRET, "globex")):
+        with pytest.raises(WebhookVerificationError):
+            verify(other, headers, body)
     event = json.loads(body)
     assert event["type"] == "batch.completed"
     assert event["data"]["id"] == batch["id"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from coach.store.sql import hash_key
+from coach.webhooks import generate_secret, tenant_secret
 from store.store_support import BACKENDS, CliOutcome, database, store_at
 from store.store_support import CliRunner as RunCli
 
@@ -160,3 +161,17 @@ def test_an_unreachable_database_is_one_line_exit_2(
     result = run_cli(["keys", "list"])
     assert_error(result, "database")
     assert "s3cret" not in result.err
+
+
+def test_webhook_secret_prints_the_tenants_derived_secrets(
+    run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COACH_CONFIG", raising=False)
+    monkeypatch.delenv("COACH_WEBHOOK_SECRET", raising=False)
+    assert_error(run_cli(["keys", "webhook-secret", "--tenant", "acme"]), "COACH_WEBHOOK_SECRET")
+    new, old = generate_secret(), generate_secret()
+    monkeypatch.setenv("COACH_WEBHOOK_SECRET", f"{new}, {old}")
+    result = run_cli(["keys", "webhook-secret", "--tenant", "acme"])
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [tenant_secret(new, "acme"), tenant_secret(old, "acme")]
+    assert new not in result.out and old not in result.out  # the server's secret stays put

@@ -20,6 +20,8 @@ from coach.webhooks import (
     generate_secret,
     sign,
     signed_headers,
+    tenant_secret,
+    tenant_secrets,
     verify,
 )
 
@@ -269,3 +271,26 @@ def test_the_by_hand_verifier_in_the_docs_agrees_with_ours() -> None:
     assert not verify_by_hand(new, headers, BODY + b" ")
     stale = signed_headers(new, "msg_doc", BODY, timestamp=int(time.time()) - 301)
     assert not verify_by_hand(new, stale, BODY)
+
+
+def test_each_tenant_has_its_own_secret_derived_from_the_servers() -> None:
+    server, rotated = generate_secret(), generate_secret()
+    acme = tenant_secret(server, "acme")
+    assert acme == tenant_secret(server, "acme")  # derived: the same on every server
+    assert acme.startswith("whsec_") and len(base64.b64decode(acme[6:])) == 32
+    others = {tenant_secret(server, "globex"), tenant_secret(rotated, "acme"), server}
+    assert acme not in others and len(others) == 3
+    # Names one character apart get unrelated secrets.
+    assert tenant_secret(server, "acme") != tenant_secret(server, "acme ")
+    assert tenant_secrets([rotated, server], "acme") == [tenant_secret(rotated, "acme"), acme]
+
+
+def test_a_tenants_events_verify_with_its_secret_only() -> None:
+    server = generate_secret()
+    acme, globex = tenant_secret(server, "acme"), tenant_secret(server, "globex")
+    headers = signed_headers(acme, "msg_1", BODY, timestamp=int(time.time()))
+    standardwebhooks.Webhook(acme).verify(BODY, headers)  # the reference library agrees
+    verify(acme, headers, BODY)
+    for other in (globex, server):
+        with pytest.raises(WebhookVerificationError):
+            verify(other, headers, BODY)

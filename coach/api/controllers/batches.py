@@ -303,7 +303,7 @@ async def _create(
     engine = api.service.resolve(data.engine)  # InputError (422) when the LLM is not set up
     webhook_url = None
     if data.webhook_url is not None:
-        if settings.webhook_secret is None:
+        if not settings.webhook_secrets:
             raise ApiProblem(
                 "unprocessable", "webhooks are not configured on this server (no signing secret)"
             )

@@ -7,6 +7,7 @@ measures it. Front ends never talk to an engine directly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from coach.engines import ENGINES, Reviewer
@@ -130,6 +131,10 @@ class ReviewService:
 
     @staticmethod
     def _log(request: ReviewRequest, review: Review, started: float) -> None:
+        # Checked first: the arguments (a SHA-256 of the draft among them) cost more than the
+        # check, and the API calls this on every request with debug off.
+        if not log.is_enabled_for(logging.DEBUG):
+            return
         log.debug(
             "review",
             chars=len(request.text),

@@ -218,6 +218,7 @@ def test_scan_of_chunks_met_before_in_other_contexts(language: Language) -> None
         (Language.en, ["Me:\nintro to Dana", "Me:", "intro to Dana"]),
         (Language.he, ["אני מכיר אותו. מישהו שצריך עזרה", "אני מכיר אותו.", "מישהו שצריך עזרה"]),
         (Language.he, ["זה 200 לחודש\nבערך", "זה 200 לחודש", "זה 200 לחודש שלם"]),
+        (Language.en, ["A lone \ud800 surrogate. Our demo"]),
     ],
 )
 def test_scan_of_sentences_that_a_match_crossed_before(

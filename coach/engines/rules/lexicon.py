@@ -487,9 +487,7 @@ class Lexicon:
         if len(text) > start:
             chunks.append((start, len(text)))
         memo = self._chunks
-        keys = [
-            blake2b(text[a:b].encode(), digest_size=16, key=_MEMO_KEY).digest() for a, b in chunks
-        ]
+        keys = [_digest(text[a:b]) for a, b in chunks]
         first = 0
         for index, key in enumerate(keys):
             known = memo.get(key)
@@ -585,6 +583,11 @@ class Lexicon:
         while len(chunk_memo) > _CHUNK_MEMO_SIZE:
             with suppress(KeyError):
                 chunk_memo.popitem(last=False)
+
+
+def _digest(chunk: str) -> bytes:
+    # surrogatepass: a lone surrogate (valid in a JSON string) must not make encoding fail.
+    return blake2b(chunk.encode("utf-8", "surrogatepass"), digest_size=16, key=_MEMO_KEY).digest()
 
 
 def _select(hits: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from coach.engines.rules import analysis as analysis_module
 from coach.engines.rules import checks
 from coach.engines.rules.analysis import analyse
-from coach.engines.rules.lexicon import Lexicon, chunk_local, lexicon
+from coach.engines.rules.lexicon import Lexicon, chunk_local, lexicon, set_chunk_memo_size
 from coach.evals.dataset import load_cases
 from coach.models import Kind, Language, ReviewRequest
 from coach.rulebook import BUILTIN_RULE_IDS
@@ -336,3 +336,18 @@ def test_merge_fields_match_one_regex_of_every_syntax(text: str) -> None:
         for m in _ALL_SYNTAXES.finditer(text)
         if m.lastgroup == "slot" or merge_fields.normalise_field_name(m.group())
     ]
+
+
+def test_the_sentence_memo_can_be_bounded_or_turned_off_without_changing_results() -> None:
+    lex = lexicon(Language.en)
+    texts = [r.text for _, r in _requests() if r.language in (None, Language.en)][:20]
+    expected = [lex.scan(text) for text in texts]
+    try:
+        set_chunk_memo_size(3)
+        assert len(lex._chunks) <= 3
+        assert [lex.scan(text) for text in texts] == expected and len(lex._chunks) <= 3
+        set_chunk_memo_size(0)  # off: every draft scanned as unseen
+        assert [lex.scan(text) for text in texts] == expected and not lex._chunks
+    finally:
+        set_chunk_memo_size()
+    assert [lex.scan(text) for text in texts] == expected and lex._chunks

@@ -28,7 +28,7 @@ import yaml
 from coach.models import Language
 from coach.text.language import HEBREW_LETTER
 
-__all__ = ["Lexicon", "dispatch_keys", "lexicon"]
+__all__ = ["Lexicon", "dispatch_keys", "lexicon", "set_chunk_memo_size"]
 
 _HE_PREFIX = "[ובלמכשה]{0,3}"
 #: Longest Hebrew suffix run "~" stands for (ותיהם is five letters).
@@ -320,6 +320,7 @@ _Found = dict[str, list[tuple[int, int]]]
 _Chunk = tuple[tuple[tuple[str, int, int], ...], tuple[int, ...]]
 #: Chunks (sentences) whose local matches are memoised, per language, least recently used out.
 _CHUNK_MEMO_SIZE = 4096
+_chunk_memo_size = _CHUNK_MEMO_SIZE
 #: Per-process key of the chunk memo's hashes, so they cannot be checked against guessed text.
 _MEMO_KEY = os.urandom(32)
 _HE_PREFIX_LETTERS = frozenset("ובלמכשה")
@@ -580,7 +581,7 @@ class Lexicon:
         chunk_memo = self._chunks
         for key, (fresh, later) in zip(keys, entries, strict=True):
             chunk_memo[key] = (tuple(fresh), tuple(later))
-        while len(chunk_memo) > _CHUNK_MEMO_SIZE:
+        while len(chunk_memo) > _chunk_memo_size:
             with suppress(KeyError):
                 chunk_memo.popitem(last=False)
 
@@ -613,3 +614,15 @@ def _load(language: Language) -> Lexicon:
 @cache
 def lexicon(language: Language) -> Lexicon:
     return _load(language)
+
+
+def set_chunk_memo_size(size: int = _CHUNK_MEMO_SIZE) -> None:
+    """Bound the sentence memo of every lexicon (0: off, every draft scanned as unseen, as the
+    benchmarks measure drafts they have not seen; no argument: the default). Results are the
+    same either way, only the time differs."""
+    global _chunk_memo_size
+    _chunk_memo_size = max(0, size)
+    for language in Language:
+        memo = lexicon(language)._chunks
+        while len(memo) > _chunk_memo_size:
+            memo.popitem(last=False)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--quick] [--runs N]
 
-Three servers, each `uvicorn --factory ... --workers 1` in its own process with the same flags
+Four servers, each `uvicorn --factory ... --workers 1` in its own process with the same flags
 (those of `coach serve`: no access log, no server header, no proxy headers, log level info):
 
 - ceiling: bench/echo_app.py, a bare Litestar `POST /v1/reviews` that decodes the JSON body and
@@ -10,7 +10,9 @@ Three servers, each `uvicorn --factory ... --workers 1` in its own process with 
 - coach, auth off: `coach.asgi:app` with COACH_AUTH=off (the rate limiter still runs for the
   tenant "local", with a limit no run reaches; metrics are always recorded);
 - coach, auth + rate limit + metrics: an API key checked against the SQLite store on every
-  request, the rate limiter, and a Prometheus scrape of /metrics every second during the load.
+  request, the rate limiter, and a Prometheus scrape of /metrics every second during the load;
+- coach, auth off, with the rule engine's sentence memo on (the two above run bench/cold_app.py,
+  which turns it off): the same message again is then answered mostly from the memo.
 
 The load generator is this script in a separate process (`--loadgen`): a closed loop of
 CONNECTIONS keep-alive HTTP/1.1 connections on raw asyncio streams (cheaper per request than an
@@ -60,6 +62,7 @@ TARGET = 0.6
 CONNECTIONS = 8
 MESSAGE_CHARS = 600
 ENGINE_ALONE = "rule engine alone, in process"
+WARM = "coach, auth off, the same draft again (sentence memo on)"
 BENCH = Path(__file__).resolve().parent
 UVICORN_FLAGS = [
     "--workers",
@@ -202,6 +205,10 @@ def _engine_alone(args: argparse.Namespace) -> dict[str, Any]:
     from coach.service import ReviewService
 
     data = json.loads(Path(args.body_file).read_bytes())
+    if not args.warm:
+        from coach.engines.rules.lexicon import set_chunk_memo_size
+
+        set_chunk_memo_size(0)  # as the servers run: every request a draft not seen before
     service = ReviewService()
     request = ReviewRequest(text=data["text"], kind=data["kind"])
     service.review_sync(request)  # loads the lexicon, compiles the patterns
@@ -326,8 +333,10 @@ def message(chars: int = MESSAGE_CHARS) -> str:
     return out[:chars]
 
 
-def _child(mode: str, body_file: Path, duration: float, warmup: float) -> dict[str, Any]:
-    command = [sys.executable, __file__, mode, "--body-file", str(body_file)]
+def _child(
+    mode: str, body_file: Path, duration: float, warmup: float, *extra: str
+) -> dict[str, Any]:
+    command = [sys.executable, __file__, mode, *extra, "--body-file", str(body_file)]
     command += ["--duration", str(duration), "--warmup", str(warmup)]
     out = subprocess.run(
         command, cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=duration + 300, check=True
@@ -382,12 +391,23 @@ def run(*, quick: bool, runs: int) -> Section:
                 None,
             )
         )
+        cold = ["--app-dir", str(BENCH), "--factory", "cold_app:app"]
         plain = stack.enter_context(
             serving(
                 "coach, auth off",
-                ["--factory", "coach.asgi:app"],
+                cold,
                 clean_env(
                     COACH_AUTH="off", COACH_RATE_LIMIT=high, COACH_DATA_DIR=str(Path(tmp) / "off")
+                ),
+                None,
+            )
+        )
+        warm = stack.enter_context(
+            serving(
+                WARM,
+                ["--factory", "coach.asgi:app"],
+                clean_env(
+                    COACH_AUTH="off", COACH_RATE_LIMIT=high, COACH_DATA_DIR=str(Path(tmp) / "warm")
                 ),
                 None,
             )
@@ -396,22 +416,22 @@ def run(*, quick: bool, runs: int) -> Section:
         full = stack.enter_context(
             serving(
                 "coach, auth + rate limit + metrics",
-                ["--factory", "coach.asgi:app"],
+                cold,
                 clean_env(COACH_AUTH="on", COACH_RATE_LIMIT=high, COACH_DATA_DIR=str(full_dir)),
                 None,
             )
         )
         full.key = key
         full.scrape = "/metrics"
-        servers = [echo, plain, full]
+        servers = [echo, plain, full, warm]
         for server in servers:
             wait_ready(server, body)
         results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
-        ratios: dict[str, list[float]] = {plain.name: [], full.name: []}
+        ratios: dict[str, list[float]] = {plain.name: [], full.name: [], warm.name: []}
         alone: list[float] = []
         versus_alone: list[float] = []
         for index in range(runs):
-            order = servers[index % 3 :] + servers[: index % 3]
+            order = servers[index % len(servers) :] + servers[: index % len(servers)]
             this_run = {}
             for server in order:
                 this_run[server.name] = _load(server, body_file, duration, warmup)
@@ -435,7 +455,9 @@ def run(*, quick: bool, runs: int) -> Section:
         )
     rows.append([ENGINE_ALONE, fmt_stat(Stat.of(alone)), "-", "-", "-"])
     headlines = [
-        Headline(f"{name} / ceiling, requests/s", Stat.of(values), "x", TARGET)
+        Headline(
+            f"{name} / ceiling, requests/s", Stat.of(values), "x", TARGET if name != WARM else None
+        )
         for name, values in ratios.items()
     ]
     headlines.append(Headline(f"{plain.name} / {ENGINE_ALONE}", Stat.of(versus_alone), "x"))
@@ -444,9 +466,13 @@ def run(*, quick: bool, runs: int) -> Section:
             f"`POST /v1/reviews` with a {len(text)}-character message, {CONNECTIONS} keep-alive "
             f"connections in a closed loop, {warmup:g} s warm-up then {duration:g} s measured "
             f"per server per run, {runs} run(s). Figures are the median (min–max) "
-            "over runs; latencies are each run's p50/p99 under that load. The last row is "
-            "the same review (with the rewrite, as the API does by default) in a plain loop in "
-            "its own process, no HTTP: the most a one-worker server could answer.",
+            "over runs; latencies are each run's p50/p99 under that load. The coach servers "
+            "run with the rule engine's sentence memo off, so each request is reviewed as a "
+            "draft the server has not seen (real traffic); the fourth server keeps it on, which "
+            "is what a client re-checking the same draft gets (a browser extension re-checking "
+            "as the user types sees something in between). The last row is the same review "
+            "(with the rewrite, as the API does by default, memo off) in a plain loop in its "
+            "own process, no HTTP: the most a one-worker server could answer.",
             "",
             table(["server", "requests/s", "p50 ms", "p99 ms", "non-200"], rows),
             "",
@@ -462,6 +488,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine-alone", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", default="/v1/reviews", help=argparse.SUPPRESS)
     parser.add_argument("--body-file", help=argparse.SUPPRESS)

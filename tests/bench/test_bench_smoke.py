@@ -98,8 +98,14 @@ def test_peer_ratio_with_proselint(outputs: dict[str, str]) -> None:
 def test_api_section(outputs: dict[str, str]) -> None:
     text = outputs["bench_api"]
     assert "## API vs framework ceiling" in text
-    for server in ("ceiling (bare Litestar echo)", "coach, auth off", "coach, auth + rate"):
-        (row,) = [r for r in _rows(text, server) if len(r) == 5]
+    servers = (
+        "ceiling (bare Litestar echo)",
+        "coach, auth off",
+        "coach, auth + rate limit + metrics",
+        "coach, auth off, the same draft again (sentence memo on)",
+    )
+    for server in servers:
+        (row,) = [r for r in _rows(text, server) if len(r) == 5 and r[0] == server]
         assert _number(row[1]) > 0 and _number(row[2]) > 0 and _number(row[3]) > 0
         assert row[4] == "0"  # no errors, no 429s
     ratios = _rows(text, "coach, auth off / ceiling") + _rows(text, "coach, auth + rate limit")

@@ -60,7 +60,8 @@ def database_url(raw: str) -> URL:
     return url
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases, memory and URI filenames)."""
     if not url.drivername.startswith("sqlite") or not url.database:
         return None
     if url.database.startswith("file:"):  # a URI filename: leave it to SQLite
@@ -85,7 +86,7 @@ def make_engine(raw_url: str, *, for_migrations: bool = False) -> AsyncEngine:
             kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
         if not for_migrations:
             kwargs["pool_pre_ping"] = True
-    if (path := _sqlite_file(url)) is not None:
+    if (path := sqlite_file(url)) is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

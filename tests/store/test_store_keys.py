@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import coach.store.sql as sql
 from coach.errors import ConfigError, InputError
 from coach.store import Principal, SqlStore, StoredKey, StoreError, open_store
+from coach.store.key_reads import SqliteKeyReader
 from coach.store.sql import hash_key, make_engine, parse_key
 from store.store_support import BACKENDS, database, settings_for, store_at
 
@@ -41,6 +43,8 @@ def test_create_list_authenticate(db_url: str, tmp_path: Path) -> None:
 
             principal = await store.authenticate(key)
             assert principal == Principal(tenant="acme", key_id=record.id, prefix=record.prefix)
+            # Again: the row's last_used_at is read back (an aware datetime) and not re-stamped.
+            assert await store.authenticate(key) == principal
 
             other, _ = await store.create_key("globex")
             assert other != key and other[:14] != key[:14]
@@ -262,3 +266,76 @@ def test_plain_driver_names_use_the_async_drivers() -> None:
     assert sql.database_url("sqlite:////tmp/x.db").drivername == "sqlite+aiosqlite"
     assert sql.database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
     assert sql.database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+
+
+# -- SQLite: the direct key read ------------------------------------------------------------------
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
+
+
+class _NoAsyncReads:
+    def connect(self) -> Any:
+        raise AssertionError("the key lookup went through aiosqlite")
+
+
+def test_sqlite_key_lookups_read_the_file_directly(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with store_at(_sqlite_url(tmp_path), tmp_path) as store:
+            key, record = await store.create_key("acme")
+            reads, store._reads = store._reads, cast(Any, _NoAsyncReads())
+            principal = await store.authenticate(key)
+            assert principal == Principal(tenant="acme", key_id=record.id, prefix=record.prefix)
+            # Again: the row's last_used_at is read back (an aware datetime) and not re-stamped.
+            assert await store.authenticate(key) == principal
+            assert await store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+            assert await store.authenticate(f"coach_{'0' * 8}_{'x' * 43}") is None
+            store._reads = reads
+            (listed,) = await store.list_keys()  # the first lookup stamped it
+            assert listed.last_used_at is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_revocation_by_another_process_is_seen_on_the_next_direct_read(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        url = _sqlite_url(tmp_path)
+        async with store_at(url, tmp_path) as server, store_at(url, tmp_path) as operator:
+            key, _ = await operator.create_key("acme")
+            assert await server.authenticate(key) is not None
+            assert await operator.revoke(key) == 1  # another engine, as `coach keys revoke`
+            assert await server.authenticate(key) is None
+
+    asyncio.run(scenario())
+
+
+def test_when_sqlite_cannot_answer_directly_the_async_path_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with store_at(_sqlite_url(tmp_path), tmp_path) as store:
+            key, _ = await store.create_key("acme")
+            assert store._key_reads is not None
+            monkeypatch.setattr(store._key_reads, "find", lambda prefix: (False, None))
+            assert await store.authenticate(key) is not None
+            await store.revoke(key)
+            assert await store.authenticate(key) is None
+
+    asyncio.run(scenario())
+
+
+def test_the_direct_reader_cannot_write_and_recovers_from_errors(tmp_path: Path) -> None:
+    missing = SqliteKeyReader(tmp_path / "not-yet.db")
+    assert missing.find("abcd1234") == (False, None)  # no file: not answered, not "no key"
+
+    async def scenario() -> None:
+        async with store_at(_sqlite_url(tmp_path), tmp_path) as store:
+            await store.create_key("acme")
+            reads = store._key_reads
+            assert reads is not None
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                reads._connection().execute("DELETE FROM api_keys")
+            assert len(await store.list_keys()) == 1
+
+    asyncio.run(scenario())

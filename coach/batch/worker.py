@@ -85,17 +85,28 @@ def retry_delay(attempt: int, *, rng: random.Random | None = None) -> float:
     return base * (0.75 + 0.5 * (rng or random).random())
 
 
+def machine() -> str:
+    """Where this process's pid means something: the hostname and, on Linux, the pid
+    namespace (containers on one host may share a hostname, never a pid namespace)."""
+    host = socket.gethostname()
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return host
+    return f"{host}/{namespace.removeprefix('pid:[').removesuffix(']')}"
+
+
 def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{machine()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def owner_gone(owner: str) -> bool:
-    """Whether `owner` (a `default_owner`) was a process on this machine that no longer
-    exists. Unknown owners, other machines and live processes (even another user's) are not
-    gone: their leases run out on their own."""
-    host, _, rest = owner.partition(":")
+    """Whether `owner` (a `default_owner`) was a process of this machine (and pid namespace)
+    that no longer exists. Unknown owners, other machines and live processes (even another
+    user's) are not gone: their leases run out on their own."""
+    where, _, rest = owner.partition(":")
     pid, _, _ = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if where != machine() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)

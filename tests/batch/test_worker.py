@@ -339,11 +339,15 @@ def _dead_pid() -> int:
 
 
 def test_owner_gone_only_for_dead_processes_of_this_machine() -> None:
-    host = socket.gethostname()
-    assert worker_module.owner_gone(f"{host}:{_dead_pid()}:abc123")
-    assert not worker_module.owner_gone(f"{host}:{os.getpid()}:abc123")  # alive
-    assert not worker_module.owner_gone(f"another-{host}:{_dead_pid()}:abc123")
-    assert not worker_module.owner_gone("w") and not worker_module.owner_gone(f"{host}:x:y")
+    here = worker_module.machine()
+    assert here.startswith(socket.gethostname())
+    assert worker_module.default_owner().startswith(f"{here}:{os.getpid()}:")
+    assert worker_module.owner_gone(f"{here}:{_dead_pid()}:abc123")
+    assert not worker_module.owner_gone(f"{here}:{os.getpid()}:abc123")  # alive
+    assert not worker_module.owner_gone(f"another-{here}:{_dead_pid()}:abc123")
+    # The same hostname in another pid namespace (another container): its pids are not ours.
+    assert not worker_module.owner_gone(f"{socket.gethostname()}/1:{_dead_pid()}:abc123")
+    assert not worker_module.owner_gone("w") and not worker_module.owner_gone(f"{here}:x:y")
 
 
 def test_a_worker_takes_over_the_leases_of_a_dead_local_worker_at_once(
@@ -352,8 +356,8 @@ def test_a_worker_takes_over_the_leases_of_a_dead_local_worker_at_once(
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:
             batch_id = await _batch(store, 4)
-            host = socket.gethostname()
-            dead, alive = f"{host}:{_dead_pid()}:dead00", f"{host}:{os.getpid()}:live00"
+            here = worker_module.machine()
+            dead, alive = f"{here}:{_dead_pid()}:dead00", f"{here}:{os.getpid()}:live00"
             # Leases that would hold the items for ten minutes.
             await store.claim(dead, limit=2, lease_s=600, max_attempts=3, batch_id=batch_id)
             await store.claim(alive, limit=1, lease_s=600, max_attempts=3, batch_id=batch_id)

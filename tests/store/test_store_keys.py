@@ -293,7 +293,7 @@ def test_sqlite_key_lookups_read_the_file_directly(tmp_path: Path) -> None:
             assert await store.authenticate(f"coach_{'0' * 8}_{'x' * 43}") is None
             store._reads = reads
             (listed,) = await store.list_keys()  # the first lookup stamped it
-            assert listed.last_used_at is not None
+            assert isinstance(listed, StoredKey) and listed.last_used_at is not None
 
     asyncio.run(scenario())
 

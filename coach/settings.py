@@ -45,6 +45,7 @@ _ENV: dict[str, str] = {
     "auth": "COACH_AUTH",
     "cors_origins": "COACH_CORS_ORIGINS",
     "rate_limit_per_minute": "COACH_RATE_LIMIT",
+    "redis_url": "COACH_REDIS_URL",
     "llm_concurrency_per_tenant": "COACH_LLM_CONCURRENCY",
     "host": "COACH_HOST",
     "port": "COACH_PORT",
@@ -96,6 +97,8 @@ class Settings(BaseModel):
     auth: bool = True
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_minute: int = Field(default=120, ge=1)
+    #: Shares the per-key rate limit between every API process (else each has its own).
+    redis_url: str | None = None
     llm_concurrency_per_tenant: int = Field(default=4, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

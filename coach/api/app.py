@@ -33,7 +33,7 @@ from coach.api.auth import AuthMiddleware
 from coach.api.context import ApiState, request_info
 from coach.api.controllers import HealthController, ReviewController, RulesController
 from coach.api.controllers.batches import BatchController
-from coach.api.limits import RateLimiter, RateLimitMiddleware, TenantSlots
+from coach.api.limits import Limiter, RateLimiter, RateLimitMiddleware, TenantSlots
 from coach.api.logging import REQUEST_ID_HEADER, RequestLogMiddleware
 from coach.api.metrics import ApiMetrics
 from coach.api.problems import MAX_BODY_BYTES, ApiProblem, problem_response, send_problem
@@ -86,7 +86,7 @@ def create_app(
         settings=settings,
         service=service or ReviewService(settings=settings),
         metrics=ApiMetrics(),
-        limiter=RateLimiter(settings.rate_limit_per_minute),
+        limiter=_limiter(settings),
         slots=TenantSlots(settings.llm_concurrency_per_tenant, wait_s=llm_wait_s),
         store=store,
     )
@@ -116,6 +116,9 @@ def create_app(
         finally:
             if background is not None:
                 await _stop_worker(*background)
+            closer = getattr(api.limiter, "aclose", None)
+            if closer is not None:
+                await closer()
             if opened is not None:
                 api.store = None
                 await opened.close()
@@ -181,6 +184,15 @@ def _openapi_config() -> OpenAPIConfig:
             }
         ),
     )
+
+
+def _limiter(settings: Settings) -> Limiter:
+    """The per-key rate limit: shared in Redis with COACH_REDIS_URL, else this process's own."""
+    if settings.redis_url:
+        from coach.api.shared_limits import RedisRateLimiter
+
+        return RedisRateLimiter(settings.redis_url, settings.rate_limit_per_minute)
+    return RateLimiter(settings.rate_limit_per_minute)
 
 
 async def _open_store(settings: Settings) -> Store:

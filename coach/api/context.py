@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from litestar.di import NamedDependency
 
 if TYPE_CHECKING:
-    from coach.api.limits import RateLimiter, TenantSlots
+    from coach.api.limits import Limiter, TenantSlots
     from coach.api.metrics import ApiMetrics
     from coach.service import ReviewService
     from coach.settings import Settings
@@ -32,7 +32,7 @@ class ApiState:
         settings: Settings,
         service: ReviewService,
         metrics: ApiMetrics,
-        limiter: RateLimiter,
+        limiter: Limiter,
         slots: TenantSlots,
         store: Store | None = None,
     ) -> None:

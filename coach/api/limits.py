@@ -8,7 +8,8 @@ Every authenticated response carries
     RateLimit-Reset: <seconds until the bucket is full again>
 
 and a request that finds the bucket empty gets a 429 problem with `Retry-After` (seconds until
-one token is back). State lives in the process: with several workers, each has its buckets.
+one token is back). State lives in the process (with several workers, each has its buckets)
+unless COACH_REDIS_URL is set: then the buckets are shared in Redis (shared_limits.py).
 
 LLM concurrency: at most `llm_concurrency_per_tenant` LLM reviews run at once per tenant. A
 request that finds them all busy waits up to `wait_s` for a slot; if none frees up, the review
@@ -24,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -33,9 +35,15 @@ from coach.api.context import request_info
 from coach.api.problems import ApiProblem
 from coach.store.base import Principal
 
-__all__ = ["RateDecision", "RateLimitMiddleware", "RateLimiter", "TenantSlots"]
+__all__ = ["Limiter", "RateDecision", "RateLimitMiddleware", "RateLimiter", "TenantSlots"]
 
 _MAX_BUCKETS = 10_000
+
+
+class Limiter(Protocol):
+    """A per-key rate limit: in this process (`RateLimiter`) or shared (`RedisRateLimiter`)."""
+
+    async def decide(self, key: str) -> RateDecision: ...
 
 
 @dataclass
@@ -83,12 +91,20 @@ class RateLimiter:
         allowed = bucket.tokens >= 1.0
         if allowed:
             bucket.tokens -= 1.0
+        return self.decision(allowed, bucket.tokens)
+
+    async def decide(self, key: str) -> RateDecision:
+        """`hit`, behind the interface the shared limiter (coach/api/shared_limits.py) has."""
+        return self.hit(key)
+
+    def decision(self, allowed: bool, tokens: float) -> RateDecision:
+        """The decision and its headers for a bucket left with `tokens`."""
         return RateDecision(
             allowed=allowed,
             limit=self.limit,
-            remaining=math.floor(bucket.tokens),
-            reset_s=math.ceil((self.limit - bucket.tokens) / self.rate),
-            retry_after_s=0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / self.rate)),
+            remaining=math.floor(tokens),
+            reset_s=math.ceil((self.limit - tokens) / self.rate),
+            retry_after_s=0 if allowed else max(1, math.ceil((1.0 - tokens) / self.rate)),
         )
 
     def _prune(self, now: float) -> None:
@@ -104,7 +120,7 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
@@ -112,7 +128,7 @@ class RateLimitMiddleware(ASGIMiddleware):
         if not isinstance(principal, Principal):
             await next_app(scope, receive, send)
             return
-        decision = self.limiter.hit(principal.key_id)
+        decision = await self.limiter.decide(principal.key_id)
         info = request_info(scope)
         # The request log middleware adds these to whatever response this request gets,
         # including problems raised further in.

@@ -1,0 +1,85 @@
+"""The per-key rate limit shared by every API process, in Redis (COACH_REDIS_URL).
+
+Without it each process keeps its own buckets (coach/api/limits.py), so `coach serve --workers
+4` lets a key make four times its limit. With it the bucket of each key lives in Redis and every
+process takes from the same one. The algorithm is the in-process token bucket, run atomically
+in one Lua script with Redis's clock, so the headers mean the same either way. (The `limits`
+library has Redis storage, but its windows are not this bucket: the RateLimit-* headers and
+their tests would change meaning with the deployment.)
+
+Redis unreachable or failing: the request is limited by the process's own buckets instead and
+a warning is logged (at most once a minute); a limiter outage never fails a request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from coach.api.limits import RateDecision, RateLimiter
+from coach.logs import get_logger
+
+__all__ = ["RedisRateLimiter"]
+
+log = get_logger("coach.api.limits")
+
+#: KEYS[1]: the bucket; ARGV: size, tokens per second, seconds to keep an idle bucket.
+#: Returns {allowed (0/1), tokens left (as a string: Lua numbers become integers otherwise)}.
+_TAKE = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local size = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil or updated == nil then
+  tokens = size
+  updated = now
+end
+tokens = math.min(size, tokens + math.max(0, now - updated) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {allowed, tostring(tokens)}
+"""
+
+_WARN_EVERY_S = 60.0
+
+
+class RedisRateLimiter:
+    """Token buckets by key in Redis, shared by every process that uses the same `url`."""
+
+    def __init__(self, url: str, per_minute: int, *, prefix: str = "coach:rate:") -> None:
+        self.fallback = RateLimiter(per_minute)
+        self.limit = per_minute
+        self.rate = per_minute / 60.0
+        self._prefix = prefix
+        self._ttl = math.ceil(per_minute / self.rate) + 60  # a full refill, and a margin
+        self._client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        self._take = self._client.register_script(_TAKE)
+        self._warned_at = -math.inf
+
+    async def decide(self, key: str) -> RateDecision:
+        try:
+            allowed, left = await self._take(
+                keys=[self._prefix + key], args=[self.limit, self.rate, self._ttl]
+            )
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - self._warned_at >= _WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("rate_limit_store_down", error=type(exc).__name__)
+            return self.fallback.hit(key)
+        tokens = float(left)
+        return self.fallback.decision(bool(int(allowed)), tokens)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

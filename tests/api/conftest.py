@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -25,6 +27,7 @@ from coach.api import create_app
 from coach.models import Review, ReviewRequest, Usage
 from coach.service import ReviewService
 from coach.settings import Settings
+from coach.store import open_store
 from coach.store.base import KeyRecord, Principal
 
 #: The chrome extension origin the tests allow.
@@ -303,3 +306,71 @@ def sse_events(text: str) -> list[tuple[str, str]]:
         if data:
             events.append((event, "\n".join(data)))
     return events
+
+
+# -- an app on a real SQLite store, with two tenants' keys (batch and webhook tests) -------------
+
+StoreClient = TestClient[Any]
+
+
+def _keys(settings: Settings, *tenants: str) -> list[str]:
+    async def create() -> list[str]:
+        store = await open_store(settings)
+        try:
+            return [(await store.create_key(t))[0] for t in tenants]
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+class Api:
+    def __init__(self, client: StoreClient, keys: list[str]) -> None:
+        self.client = client
+        self.keys = keys
+
+    def headers(self, tenant: int = 0, /, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[tenant]}", **extra}
+
+    def wait(self, batch_id: str, tenant: int = 0, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.client.get(f"/v1/batches/{batch_id}", headers=self.headers(tenant))
+            assert status.status_code == 200, status.text
+            body: dict[str, Any] = status.json()
+            if body["status"] in ("completed", "failed", "cancelled"):
+                return body
+            assert time.monotonic() < deadline, f"batch still {body['status']}: {body}"
+            time.sleep(0.1)
+
+    def results(self, batch_id: str, tenant: int = 0, **params: Any) -> list[dict[str, Any]]:
+        response = self.client.get(
+            f"/v1/batches/{batch_id}/results", headers=self.headers(tenant), params=params
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/jsonl")
+        return [json.loads(line) for line in response.text.splitlines()]
+
+
+MakeApi = Callable[..., Api]
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[MakeApi]:
+    clients: list[StoreClient] = []
+
+    def build(*, run_worker: bool = True, **overrides: Any) -> Api:
+        settings = make_settings(
+            database_url=f"sqlite+aiosqlite:///{tmp_path / 'coach.db'}",
+            rate_limit_per_minute=10_000,
+            **overrides,
+        )
+        keys = _keys(settings, "acme", "globex")
+        client = TestClient(create_app(settings, run_worker=run_worker, configure_logs=False))
+        client.__enter__()
+        clients.append(client)
+        return Api(client, keys)
+
+    yield build
+    for client in reversed(clients):
+        client.__exit__(None, None, None)

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from api.conftest import make_settings
-from coach.api import create_app
+from api.conftest import MakeApi
 from coach.settings import Settings
 from coach.store import open_store
 from coach.webhooks import WebhookVerificationError, generate_secret, tenant_secret, verify
@@ -30,69 +29,6 @@ GIVE = (
     "Hi Dana, I loved your talk on onboarding. I wrote up three notes from our customers that "
     "might help your team; happy to send them over. What are you working on this quarter?"
 )
-
-
-def _keys(settings: Settings, *tenants: str) -> list[str]:
-    async def create() -> list[str]:
-        store = await open_store(settings)
-        try:
-            return [(await store.create_key(t))[0] for t in tenants]
-        finally:
-            await store.close()
-
-    return asyncio.run(create())
-
-
-class Api:
-    def __init__(self, client: Client, keys: list[str]) -> None:
-        self.client = client
-        self.keys = keys
-
-    def headers(self, tenant: int = 0, /, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[tenant]}", **extra}
-
-    def wait(self, batch_id: str, tenant: int = 0, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.client.get(f"/v1/batches/{batch_id}", headers=self.headers(tenant))
-            assert status.status_code == 200, status.text
-            body: dict[str, Any] = status.json()
-            if body["status"] in ("completed", "failed", "cancelled"):
-                return body
-            assert time.monotonic() < deadline, f"batch still {body['status']}: {body}"
-            time.sleep(0.1)
-
-    def results(self, batch_id: str, tenant: int = 0, **params: Any) -> list[dict[str, Any]]:
-        response = self.client.get(
-            f"/v1/batches/{batch_id}/results", headers=self.headers(tenant), params=params
-        )
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("application/jsonl")
-        return [json.loads(line) for line in response.text.splitlines()]
-
-
-MakeApi = Callable[..., Api]
-
-
-@pytest.fixture
-def make_api(tmp_path: Path) -> Iterator[MakeApi]:
-    clients: list[Client] = []
-
-    def build(*, run_worker: bool = True, **overrides: Any) -> Api:
-        settings = make_settings(
-            database_url=f"sqlite+aiosqlite:///{tmp_path / 'coach.db'}",
-            rate_limit_per_minute=10_000,
-            **overrides,
-        )
-        keys = _keys(settings, "acme", "globex")
-        client = TestClient(create_app(settings, run_worker=run_worker, configure_logs=False))
-        client.__enter__()
-        clients.append(client)
-        return Api(client, keys)
-
-    yield build
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
 
 
 def test_a_batch_is_reviewed_in_the_background_and_its_results_stream(make_api: MakeApi) -> None:

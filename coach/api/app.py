@@ -33,6 +33,7 @@ from coach.api.auth import AuthMiddleware
 from coach.api.context import ApiState, request_info
 from coach.api.controllers import HealthController, ReviewController, RulesController
 from coach.api.controllers.batches import BatchController
+from coach.api.controllers.webhooks import WebhookController
 from coach.api.limits import Limiter, RateLimiter, RateLimitMiddleware, TenantSlots
 from coach.api.logging import REQUEST_ID_HEADER, RequestLogMiddleware
 from coach.api.metrics import ApiMetrics
@@ -127,7 +128,13 @@ def create_app(
 
     cors = _cors_config(settings)
     app = Litestar(
-        route_handlers=[ReviewController, RulesController, HealthController, BatchController],
+        route_handlers=[
+            ReviewController,
+            RulesController,
+            HealthController,
+            BatchController,
+            WebhookController,
+        ],
         dependencies={"api": Provide(lambda: api, sync_to_thread=False)},
         middleware=[
             AuthMiddleware(enabled=settings.auth, store=lambda: api.store),

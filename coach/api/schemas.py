@@ -28,6 +28,7 @@ __all__ = [
     "Problem",
     "Readiness",
     "ReviewCreate",
+    "WebhookSecret",
     "problems",
 ]
 
@@ -87,6 +88,13 @@ class Problem(_Model):
 
 
 EngineChoice = Literal["rules", "llm", "auto"]
+
+
+class WebhookSecret(_Model):
+    secrets: list[str] = Field(
+        description="The caller's webhook signing secrets (`whsec_…`), the current one first; "
+        "more than one only while the server's secret is being rotated. Verify events with any."
+    )
 
 
 class BatchItemIn(ReviewRequest):

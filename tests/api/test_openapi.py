@@ -39,6 +39,7 @@ def test_spec_is_openapi_3_1_with_every_route(client: Client) -> None:
         "/v1/batches/{batch_id}/results",
         "/v1/batches/{batch_id}/cancel",
         "/v1/batches/{batch_id}/retry",
+        "/v1/webhooks/secret",
     }
     review = spec["paths"]["/v1/reviews"]["post"]
     assert review["security"] == [{"bearer": []}]

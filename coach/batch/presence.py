@@ -1,8 +1,9 @@
 """A running worker's presence in the store, and the share of the rate budget it implies.
 
 Every worker checks in when it starts, again every `every_s` seconds, and checks out when it
-stops; each check-in returns how many workers of the same pool are running, and the worker
-paces its model calls at that share of COACH_LLM_RPM / TPM (`ReviewService.share_llm_budget`).
+stops; each check-in says whether it has been reviewing with the LLM and returns how many
+workers of the same pool are (itself included), and the worker paces its model calls at that
+share of COACH_LLM_RPM / TPM (`ReviewService.share_llm_budget`). Idle workers take no share.
 So ten `coach worker` processes on three machines together stay within one key's limit, and a
 worker that is killed stops counting after `ttl_s` (then the others speed up again).
 
@@ -54,6 +55,7 @@ class Presence:
         on_count: Callable[[int], None],
         every_s: float = PRESENCE_S,
         at_least: int = 1,
+        active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
         self._owner = owner
@@ -63,6 +65,7 @@ class Presence:
         # Workers known to share the budget from the start (`coach batch --workers N` starts
         # them together), so the share is right before the others have checked in.
         self._at_least = at_least
+        self._active = active
         self._task: asyncio.Task[None] | None = None
         self.count = 1
 
@@ -93,7 +96,10 @@ class Presence:
     async def _check_in(self) -> None:
         try:
             count = await self._store.check_in(
-                self._owner, pool=self._pool, ttl_s=self._every_s * _TTL_CHECK_INS
+                self._owner,
+                pool=self._pool,
+                ttl_s=self._every_s * _TTL_CHECK_INS,
+                active=self._active(),
             )
         except CoachError as error:  # keep the last count; the database may come back
             log.warning("check_in_failed", error=str(error))

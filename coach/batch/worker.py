@@ -138,6 +138,7 @@ class Worker:
         self._touched: set[str] = set()
         self._settled_at = 0.0
         self._purged_at = -PURGE_EVERY_S
+        self._llm_used = False  # an LLM item was in flight since the last check-in
 
     async def run(
         self,
@@ -156,6 +157,7 @@ class Worker:
             on_count=self.service.share_llm_budget,
             every_s=self.config.presence_s,
             at_least=self.config.workers_at_least,
+            active=self._llm_active,
         )
         async with presence:
             await self._work(stop or asyncio.Event(), until_idle, inputs_done)
@@ -188,6 +190,7 @@ class Worker:
                     )
                 for item in claimed:
                     self._flight[item.id] = item
+                    self._llm_used = self._llm_used or self._uses_llm(item)
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -224,6 +227,18 @@ class Worker:
             except CoachError as exc:  # the database is gone: the leases will expire instead
                 log.warning("release_failed", error=str(exc))
             await asyncio.gather(renewer, return_exceptions=True)
+
+    def _uses_llm(self, item: ClaimedItem) -> bool:
+        try:
+            return self.service.resolve(item.engine) == "llm"
+        except CoachError:  # the LLM is not configured here: the item will fail, not call it
+            return False
+
+    def _llm_active(self) -> bool:
+        """For the check-in: whether this worker has been drawing on the LLM budget."""
+        active = self._llm_used or any(self._uses_llm(i) for i in self._flight.values())
+        self._llm_used = False
+        return active
 
     def _slots(self) -> int:
         """Items in flight at most: the concurrency, but no more LLM reviews than the rate

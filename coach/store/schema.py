@@ -162,6 +162,7 @@ workers = Table(
     metadata,
     Column("owner", String(100), primary_key=True),
     Column("pool", String(32), nullable=False),
+    Column("active", Boolean(), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("seen_at", UTCDateTime(), nullable=False),
     Index("ix_workers_pool", "pool", "seen_at"),

@@ -4,7 +4,9 @@ A worker refreshes its row every few seconds while it runs and deletes it when i
 not refreshed within `ttl_s` (a worker killed with SIGKILL, a machine gone) is dropped by the
 next check-in of anyone. The count is how many processes share a provider's rate budget
 (`coach.scheduler.Scheduler.share`): rows are grouped by `pool`, a hash of the endpoint and the
-model, because providers limit each model of a key separately.
+model, because providers limit each model of a key separately, and only workers that reviewed
+with the LLM since their last check-in count (an idle one, say an API process's worker with
+nothing to do, takes no share).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ class WorkerStore:
 
     _engine: AsyncEngine
 
-    async def check_in(self, owner: str, *, pool: str, ttl_s: float) -> int:
-        """Record that `owner` is running now; how many workers of `pool` are (it included)."""
+    async def check_in(self, owner: str, *, pool: str, ttl_s: float, active: bool = True) -> int:
+        """Record that `owner` is running now (`active`: reviewing with the LLM lately); how
+        many workers of `pool` share its budget: the active others, plus itself. An idle worker
+        sends nothing, so it takes no share from the others."""
         now = datetime.now(UTC)
         owner = owner[:100]
         async with database_errors("recording a worker"), self._engine.begin() as conn:
@@ -34,16 +38,22 @@ class WorkerStore:
                 delete(workers).where(workers.c.seen_at < now - timedelta(seconds=ttl_s))
             )
             seen = await conn.execute(
-                update(workers).where(workers.c.owner == owner).values(seen_at=now, pool=pool)
+                update(workers)
+                .where(workers.c.owner == owner)
+                .values(seen_at=now, pool=pool, active=active)
             )
             if not seen.rowcount:
                 await conn.execute(
-                    insert(workers).values(owner=owner, pool=pool, started_at=now, seen_at=now)
+                    insert(workers).values(
+                        owner=owner, pool=pool, active=active, started_at=now, seen_at=now
+                    )
                 )
-            count = await conn.scalar(
-                select(func.count()).select_from(workers).where(workers.c.pool == pool)
+            others = await conn.scalar(
+                select(func.count())
+                .select_from(workers)
+                .where(workers.c.pool == pool, workers.c.active, workers.c.owner != owner)
             )
-        return max(1, int(count or 0))
+        return 1 + int(others or 0)
 
     async def check_out(self, owner: str) -> None:
         """`owner` stops: the others take over its share at their next check-in."""

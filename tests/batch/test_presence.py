@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from store.store_support import BACKENDS, database, store_at
 
+from batch.batch_support import new_items
 from coach.batch.presence import Presence, budget_pool
 from coach.batch.worker import Worker, WorkerConfig
+from coach.models import Review, ReviewRequest
 from coach.service import ReviewService
 from coach.settings import Settings
+from coach.store import SqlStore
 from coach.store.db import StoreError
 
 
@@ -32,6 +35,9 @@ def test_check_ins_count_the_workers_of_a_pool(db_url: str, tmp_path: Path) -> N
             assert await store.check_in("c", pool="p2", ttl_s=60) == 1  # another model
             assert await store.check_in("a", pool="p1", ttl_s=60) == 2  # again: still one row
             await store.check_out("b")
+            assert await store.check_in("a", pool="p1", ttl_s=60) == 1
+            # An idle worker counts itself, but the others do not count it.
+            assert await store.check_in("idle", pool="p1", ttl_s=60, active=False) == 2
             assert await store.check_in("a", pool="p1", ttl_s=60) == 1
 
     asyncio.run(scenario())
@@ -57,10 +63,26 @@ def test_the_pool_is_the_endpoint_and_the_model() -> None:
     assert "http" not in budget_pool(one)  # a hash: the store holds no endpoint
 
 
-def _llm_service() -> ReviewService:
-    return ReviewService(
-        settings=Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
-    )
+class _HangingLLM(ReviewService):
+    """An LLM-configured service whose reviews wait until `release` is set: its items stay in
+    flight, so its worker counts as active."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            settings=Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
+        )
+        self.release = asyncio.Event()
+
+    async def review(
+        self,
+        request: ReviewRequest,
+        *,
+        engine: str = "rules",
+        rewrite: bool = True,
+        strict: bool = False,
+    ) -> Review:
+        await self.release.wait()
+        return self.rules.review_sync(request, rewrite=rewrite)
 
 
 def _workers(service: ReviewService) -> int:
@@ -73,35 +95,54 @@ async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
-def test_running_workers_share_the_llm_budget(db_url: str, tmp_path: Path) -> None:
+async def _llm_batch(store: SqlStore, n: int, prefix: str) -> str:
+    record, _ = await store.create_batch(
+        "acme", engine="llm", rewrite=True, source="api", items=new_items(n, prefix=prefix)
+    )
+    return record.id
+
+
+def test_active_workers_share_the_llm_budget_and_idle_ones_take_none(
+    db_url: str, tmp_path: Path
+) -> None:
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:
-            first, second = _llm_service(), _llm_service()
+            first, second, idle = _HangingLLM(), _HangingLLM(), _HangingLLM()
+            ones, twos = await _llm_batch(store, 2, "a"), await _llm_batch(store, 2, "b")
             # The first one's engine exists before the share changes, the second one's is
             # built afterwards: both must pace at the share.
             pace = first.engine("llm").scheduler.stats  # type: ignore[attr-defined]
-            config = WorkerConfig(concurrency=2, poll_s=0.05, presence_s=0.05)
-            stop_first, stop_second = asyncio.Event(), asyncio.Event()
+
+            def config(batch_id: str | None) -> WorkerConfig:
+                return WorkerConfig(concurrency=2, poll_s=0.05, presence_s=0.05, batch_id=batch_id)
+
+            stops = [asyncio.Event() for _ in range(3)]
             runs = [
-                asyncio.create_task(Worker(store, first, config).run(stop=stop_first)),
-                asyncio.create_task(Worker(store, second, config).run(stop=stop_second)),
+                asyncio.create_task(Worker(store, first, config(ones)).run(stop=stops[0])),
+                # An idle worker (nothing to review) is running too: it takes no share.
+                asyncio.create_task(Worker(store, idle, config("none")).run(stop=stops[2])),
             ]
+            await _until(lambda: _workers(first) == 1 and _workers(idle) == 2)
+            runs.append(asyncio.create_task(Worker(store, second, config(twos)).run(stop=stops[1])))
             await _until(lambda: _workers(first) == 2 and _workers(second) == 2)
             assert pace().pace_rpm == pytest.approx(600 / 2 * 0.95)
-            stop_second.set()
-            await runs[1]
+            second.release.set()  # its items finish; then it stops
+            stops[1].set()
+            await runs[2]
             # The one left takes the whole budget again at its next check-in.
             await _until(lambda: _workers(first) == 1)
             assert pace().pace_rpm == pytest.approx(600 * 0.95)
-            stop_first.set()
-            await runs[0]
+            first.release.set()
+            for stop in stops:
+                stop.set()
+            await asyncio.gather(*runs)
             assert await store.check_in("next", pool="other", ttl_s=60) == 1
 
     asyncio.run(scenario())
 
 
 class _DownStore:
-    async def check_in(self, owner: str, *, pool: str, ttl_s: float) -> int:
+    async def check_in(self, owner: str, *, pool: str, ttl_s: float, active: bool) -> int:
         raise StoreError("the database is down")
 
     async def check_out(self, owner: str) -> None:

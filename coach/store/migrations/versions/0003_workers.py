@@ -23,6 +23,7 @@ def upgrade() -> None:
         "workers",
         sa.Column("owner", sa.String(100), nullable=False),
         sa.Column("pool", sa.String(32), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("owner", name="pk_workers"),

@@ -141,6 +141,7 @@ class BackgroundWorkers:
         concurrency: int | None = None,
         batch_id: str | None = None,
         poll_s: float = 0.5,
+        workers_at_least: int = 1,
     ) -> None:
         self.worker = Worker(
             store,
@@ -152,6 +153,7 @@ class BackgroundWorkers:
                 batch_id=batch_id,
                 poll_s=poll_s,
                 retention_s=settings.batch_retention_s,
+                workers_at_least=workers_at_least,
             ),
         )
         self.sender = OutboxSender(store, settings, poll_s=poll_s)

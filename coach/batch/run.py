@@ -57,7 +57,7 @@ class BatchOptions:
     fail_on: Severity | None = None
     worst: int = 10
     #: Extra `coach worker --batch ID` processes beside this one (to use more cores), and
-    #: the environment they run with (the store's URL, their share of the budgets).
+    #: the environment they run with (the store's URL, the budgets, their concurrency).
     helpers: int = 0
     helper_env: dict[str, str] = field(default_factory=dict)
 
@@ -162,6 +162,8 @@ async def _start_helpers(options: BatchOptions, batch_id: str) -> list[asyncio.s
             batch_id,
             "--parent",
             str(os.getpid()),
+            "--peers",
+            str(1 + options.helpers),
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,

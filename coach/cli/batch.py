@@ -301,6 +301,8 @@ class _ProgressDisplay:
 # `coach batch --workers N` starts its helpers with this: they stop when it is gone, even if it
 # was killed with SIGKILL and could not stop them itself.
 @click.option("--parent", type=int, hidden=True)
+# ...and the number of workers it started together, so each paces at its share from the start.
+@click.option("--peers", type=click.IntRange(min=1), default=1, hidden=True)
 def worker(
     concurrency: int | None,
     batch_id: str | None,
@@ -308,13 +310,14 @@ def worker(
     rpm: int | None,
     tpm: int | None,
     parent: int | None,
+    peers: int,
 ) -> None:
     """Review batch items from the store (COACH_DATABASE_URL) until SIGTERM or Ctrl-C, and
     deliver webhook events. Run as many as you like, on any machine that reaches the
     database."""
     settings = _settings(rpm, tpm, concurrency)
     asyncio.run(
-        _worker(settings, concurrency or settings.batch_concurrency, batch_id, once, parent)
+        _worker(settings, concurrency or settings.batch_concurrency, batch_id, once, parent, peers)
     )
 
 
@@ -329,7 +332,12 @@ async def _orphaned(parent: int, stop: asyncio.Event) -> None:
 
 
 async def _worker(
-    settings: Settings, concurrency: int, batch_id: str | None, once: bool, parent: int | None
+    settings: Settings,
+    concurrency: int,
+    batch_id: str | None,
+    once: bool,
+    parent: int | None,
+    peers: int = 1,
 ) -> None:
     from coach.batch.background import BackgroundWorkers
     from coach.logs import configure_logging
@@ -345,7 +353,12 @@ async def _worker(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     workers = BackgroundWorkers(
-        store, service, settings, concurrency=concurrency, batch_id=batch_id
+        store,
+        service,
+        settings,
+        concurrency=concurrency,
+        batch_id=batch_id,
+        workers_at_least=peers,
     )
     watch = asyncio.create_task(_orphaned(parent, stop)) if parent is not None else None
     try:

@@ -5,6 +5,7 @@ real process against the fake OpenAI server, then a resume)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import signal
@@ -21,6 +22,9 @@ from batch.batch_support import REPO, counting_server, jsonl, wait_for
 from conftest import RunCli
 from cryptography.fernet import Fernet
 
+import coach.batch.background as background_module
+import coach.batch.run as run_module
+from coach.cli.main import main
 from coach.models import Review, ReviewRequest
 from coach.service import ReviewService
 
@@ -369,3 +373,38 @@ def test_sigkill_of_coach_batch_stops_its_helpers_and_a_rerun_resumes_at_once(
         time.sleep(0.5)  # the server logs a request after its latency
         # Only the reviews cut off by the kill (at most the concurrency) were done again.
         assert n <= fake.completions() <= n + 4
+
+
+def test_helpers_know_their_parent_and_how_many_share_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`coach batch --workers 3` starts two `coach worker` helpers that stop with it and pace
+    at a third of the budget from their first call (not after their first check-in)."""
+    started: list[tuple[str, ...]] = []
+
+    async def spawn(*argv: str, **_: Any) -> object:
+        started.append(argv)
+        return object()
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn)
+    options = run_module.BatchOptions(inputs=[], out=tmp_path / "o.jsonl", helpers=2)
+    asyncio.run(run_module._start_helpers(options, "b1"))
+    assert len(started) == 2
+    for argv in started:
+        assert argv[-6:] == ("--batch", "b1", "--parent", str(os.getpid()), "--peers", "3")
+
+    seen: dict[str, Any] = {}
+
+    class Spy:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            seen.update(kwargs)
+
+        async def run(self, **_: Any) -> None:
+            return None
+
+    monkeypatch.setattr(background_module, "BackgroundWorkers", Spy)
+    monkeypatch.setenv("COACH_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["worker", "--batch", "b1", "--once", "--peers", "3"])
+    assert exit_.value.code in (0, None)
+    assert seen["workers_at_least"] == 3 and seen["batch_id"] == "b1"

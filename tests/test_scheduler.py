@@ -382,20 +382,21 @@ def test_remaining_without_a_limit_is_spread_until_the_reset() -> None:
     assert sorted(times) == pytest.approx([0.0, 2.0, 4.0])
 
 
+async def _120_a_minute_then_a_429(s: Scheduler) -> None:
+    """20 requests half a second apart (120 a minute), then the last one's answer is a 429."""
+    requests = []
+    for _ in range(20):
+        request = chat()
+        await s.before_request(request)
+        requests.append(request)
+        await asyncio.sleep(0.5)
+    await s.after_response(answer(requests[-1], 429))
+
+
 def test_without_budget_or_headers_a_429_adopts_the_observed_rate() -> None:
     clock = VirtualClock()
     s = scheduler(clock)
-
-    async def main() -> None:
-        requests = []
-        for _ in range(20):
-            request = chat()
-            await s.before_request(request)
-            requests.append(request)
-            await asyncio.sleep(0.5)  # 120 a minute
-        await s.after_response(answer(requests[-1], 429))
-
-    run_virtual(clock, main)
+    run_virtual(clock, functools.partial(_120_a_minute_then_a_429, s))
     stats = s.stats()
     assert stats.limit_rpm == 120 and stats.cooldown_s == pytest.approx(1.0)
     assert stats.pace_rpm == pytest.approx(120 * 0.95 * 0.7)
@@ -564,17 +565,7 @@ def test_a_rate_observed_at_a_429_is_already_this_workers_own() -> None:
     clock = VirtualClock()
     s = scheduler(clock)
     s.share(2)
-
-    async def main() -> None:
-        requests = []
-        for _ in range(20):
-            request = chat()
-            await s.before_request(request)
-            requests.append(request)
-            await asyncio.sleep(0.5)  # 120 a minute from this worker
-        await s.after_response(answer(requests[-1], 429))
-
-    run_virtual(clock, main)
+    run_virtual(clock, functools.partial(_120_a_minute_then_a_429, s))  # from this worker
     assert s.stats().pace_rpm == pytest.approx(120 * 0.95 * 0.7)
 
 

@@ -264,6 +264,12 @@ def _env(tmp_path: Path, llm: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _llm_batch(drafts: Path, out: Path, *options: str) -> list[str]:
+    """`coach batch DRAFTS --engine llm --out OUT --quiet OPTIONS`, to run as a process."""
+    command = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
+    return [*command, "--out", str(out), "--quiet", *options]
+
+
 def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
     n = 60
     drafts = _drafts(tmp_path, n)
@@ -271,8 +277,7 @@ def test_sigint_exits_130_and_a_rerun_resumes(tmp_path: Path) -> None:
     db = tmp_path / "data" / "coach.db"
     with counting_server(tmp_path / "fake.log", "--latency", "0.1") as fake:
         env = _env(tmp_path, fake.env())
-        argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
-        argv += ["--out", str(out), "--quiet", "--concurrency", "4"]
+        argv = _llm_batch(drafts, out, "--concurrency", "4")
         process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE)
         try:
             assert wait_for(lambda: _done(db) >= 10 or process.poll() is not None, timeout=60)
@@ -307,8 +312,7 @@ def test_workers_share_one_batch_and_review_each_item_once(tmp_path: Path) -> No
     db = tmp_path / "data" / "coach.db"
     with counting_server(tmp_path / "fake.log", "--latency", "0.2") as fake:
         env = _env(tmp_path, fake.env())
-        argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
-        argv += ["--out", str(out), "--quiet", "--concurrency", "8", "--workers", "2"]
+        argv = _llm_batch(drafts, out, "--concurrency", "8", "--workers", "2")
         run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, timeout=120)
         assert run.returncode == 0, run.stderr
         time.sleep(0.3)  # the server logs a request after its latency
@@ -347,8 +351,7 @@ def test_sigkill_of_coach_batch_stops_its_helpers_and_a_rerun_resumes_at_once(
     with counting_server(tmp_path / "fake.log", "--latency", "0.2") as fake:
         # The default 120 s lease: a re-run that waited for the killed leases would time out.
         env = _env(tmp_path, fake.env())
-        argv = [sys.executable, "-m", "coach", "batch", str(drafts), "--engine", "llm"]
-        argv += ["--out", str(out), "--quiet", "--concurrency", "4", "--workers", "2"]
+        argv = _llm_batch(drafts, out, "--concurrency", "4", "--workers", "2")
         process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
         try:
             assert wait_for(lambda: _done(db) >= 10 or process.poll() is not None, timeout=60)

@@ -52,6 +52,8 @@ return {allowed, tostring(tokens)}
 """
 
 _WARN_EVERY_S = 60.0
+#: An idle bucket is full again after a minute whatever the limit; keep it a minute longer.
+_IDLE_TTL_S = 120
 
 
 class RedisRateLimiter:
@@ -62,7 +64,6 @@ class RedisRateLimiter:
         self.limit = per_minute
         self.rate = per_minute / 60.0
         self._prefix = prefix
-        self._ttl = math.ceil(per_minute / self.rate) + 60  # a full refill, and a margin
         self._client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self._take = self._client.register_script(_TAKE)
         self._warned_at = -math.inf
@@ -70,7 +71,7 @@ class RedisRateLimiter:
     async def decide(self, key: str) -> RateDecision:
         try:
             allowed, left = await self._take(
-                keys=[self._prefix + key], args=[self.limit, self.rate, self._ttl]
+                keys=[self._prefix + key], args=[self.limit, self.rate, _IDLE_TTL_S]
             )
         except (RedisError, OSError) as exc:
             now = time.monotonic()

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
+
+from coach.store.schema import as_utc
 
 __all__ = ["KeyRow", "SqliteKeyReader"]
 
@@ -31,10 +33,8 @@ class KeyRow(NamedTuple):
 
 
 def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    """A timestamp column as SQLite holds it (text), read as `UTCDateTime` reads it."""
+    return None if value is None else as_utc(datetime.fromisoformat(value))
 
 
 class SqliteKeyReader:

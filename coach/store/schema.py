@@ -24,6 +24,7 @@ from sqlalchemy import (
 __all__ = [
     "UTCDateTime",
     "api_keys",
+    "as_utc",
     "batch_items",
     "batches",
     "metadata",
@@ -48,7 +49,12 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored timestamp as aware UTC (SQLite gives it back without an offset)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 metadata = MetaData(

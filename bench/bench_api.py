@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--quick] [--runs N]
 
-Four servers, each `uvicorn --factory ... --workers 1` in its own process with the same flags
+Five servers, each `uvicorn --factory ... --workers 1` in its own process with the same flags
 (those of `coach serve`: no access log, no server header, no proxy headers, log level info):
 
 - ceiling: bench/echo_app.py, a bare Litestar `POST /v1/reviews` that decodes the JSON body and
@@ -13,6 +13,8 @@ Four servers, each `uvicorn --factory ... --workers 1` in its own process with t
   request, the rate limiter, and a Prometheus scrape of /metrics every second during the load;
 - coach, auth off, with the rule engine's sentence memo on (the two above run bench/cold_app.py,
   which turns it off): the same message again is then answered mostly from the memo.
+- coach's API alone: bench/api_only_app.py, auth off, every request answered with a review
+  computed once (no engine): what the API itself costs, so the most any engine could reach.
 
 The load generator is this script in a separate process (`--loadgen`): a closed loop of
 CONNECTIONS keep-alive HTTP/1.1 connections on raw asyncio streams (cheaper per request than an
@@ -22,7 +24,7 @@ engine, the API's default rewrite) as soon as the previous answer is in. Nothing
 core: on a shared 2-core machine a server pinned to a core that other work is using loses to
 it, and the scheduler balances better than a fixed split (tried: pinned runs were noisier and
 favoured whichever server slept most). The generator competes with the server for the two
-cores, the same for every server. Each run measures the three servers one after the other
+cores, the same for every server. Each run measures the servers one after the other
 (rotating the order); the headline is each coach server's requests per second over the
 ceiling's in the same run (target >= 0.6).
 """
@@ -63,6 +65,7 @@ CONNECTIONS = 8
 MESSAGE_CHARS = 600
 ENGINE_ALONE = "rule engine alone, in process"
 WARM = "coach, auth off, the same draft again (sentence memo on)"
+API_ONLY = "coach's API alone, auth off (a review precomputed, no engine)"
 BENCH = Path(__file__).resolve().parent
 UVICORN_FLAGS = [
     "--workers",
@@ -412,6 +415,16 @@ def run(*, quick: bool, runs: int) -> Section:
                 None,
             )
         )
+        api_only = stack.enter_context(
+            serving(
+                API_ONLY,
+                ["--app-dir", str(BENCH), "--factory", "api_only_app:app"],
+                clean_env(
+                    COACH_AUTH="off", COACH_RATE_LIMIT=high, COACH_DATA_DIR=str(Path(tmp) / "api")
+                ),
+                None,
+            )
+        )
         key = _key(creating)
         full = stack.enter_context(
             serving(
@@ -423,11 +436,16 @@ def run(*, quick: bool, runs: int) -> Section:
         )
         full.key = key
         full.scrape = "/metrics"
-        servers = [echo, plain, full, warm]
+        servers = [echo, plain, full, warm, api_only]
         for server in servers:
             wait_ready(server, body)
         results: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
-        ratios: dict[str, list[float]] = {plain.name: [], full.name: [], warm.name: []}
+        ratios: dict[str, list[float]] = {
+            plain.name: [],
+            full.name: [],
+            warm.name: [],
+            api_only.name: [],
+        }
         alone: list[float] = []
         versus_alone: list[float] = []
         for index in range(runs):
@@ -456,7 +474,10 @@ def run(*, quick: bool, runs: int) -> Section:
     rows.append([ENGINE_ALONE, fmt_stat(Stat.of(alone)), "-", "-", "-"])
     headlines = [
         Headline(
-            f"{name} / ceiling, requests/s", Stat.of(values), "x", TARGET if name != WARM else None
+            f"{name} / ceiling, requests/s",
+            Stat.of(values),
+            "x",
+            TARGET if name not in (WARM, API_ONLY) else None,
         )
         for name, values in ratios.items()
     ]
@@ -470,9 +491,11 @@ def run(*, quick: bool, runs: int) -> Section:
             "run with the rule engine's sentence memo off, so each request is reviewed as a "
             "draft the server has not seen (real traffic); the fourth server keeps it on, which "
             "is what a client re-checking the same draft gets (a browser extension re-checking "
-            "as the user types sees something in between). The last row is the same review "
-            "(with the rewrite, as the API does by default, memo off) in a plain loop in its "
-            "own process, no HTTP: the most a one-worker server could answer.",
+            "as the user types sees something in between). The fifth server is coach's API "
+            "with the engine taken out (bench/api_only_app.py: every request gets a review "
+            "computed once): the most any engine could reach behind this API. The last row is "
+            "the same review (with the rewrite, as the API does by default, memo off) in a "
+            "plain loop in its own process, no HTTP: the most a one-worker server could answer.",
             "",
             table(["server", "requests/s", "p50 ms", "p99 ms", "non-200"], rows),
             "",

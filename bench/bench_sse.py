@@ -3,11 +3,13 @@
     .venv/bin/python bench/bench_sse.py [--quick] [--runs N]
 
 The fake OpenAI-compatible server (tools/fake_openai) runs as a real process answering after
-2 s; coach runs under uvicorn (as in bench_api.py, auth off) with COACH_LLM_* pointing at it
-and its LLM cache off. Each run streams `POST /v1/reviews/stream` with engine "llm" (a new
-draft each run) and times, on the client, the first event (it must be `rules`, the rule
-engine's review) and the LLM's event (it must be `review`, about 2 s). The reference for the
-first event is a plain `POST /v1/reviews` (rule engine) on the same server in the same run.
+2 s; coach runs under uvicorn (as in bench_api.py, auth off, the rule engine's sentence memo
+off: bench/cold_app.py) with COACH_LLM_* pointing at it and its LLM cache off, so neither the
+plain request nor the stream is answered from what the other just reviewed. Each run streams
+`POST /v1/reviews/stream` with engine "llm" (a new draft each run) and times, on the client,
+the first event (it must be `rules`, the rule engine's review) and the LLM's event (it must be
+`review`, about 2 s). The reference for the first event is a plain `POST /v1/reviews` (rule
+engine) on the same server in the same run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
-from bench.bench_api import clean_env, free_port, message, serving, wait_ready
+from bench.bench_api import BENCH, clean_env, free_port, message, serving, wait_ready
 from bench.common import Headline, Section, Stat, fmt_stat, headline_table, table
 
 TITLE = "Streaming: time to first event"
@@ -84,7 +86,9 @@ def run(*, quick: bool, runs: int) -> Section:
         )
         # Both start side by side; coach calls the provider only once asked to.
         with (
-            serving("coach", ["--factory", "coach.asgi:app"], env, None) as server,
+            serving(
+                "coach", ["--app-dir", str(BENCH), "--factory", "cold_app:app"], env, None
+            ) as server,
             running("--port", str(fake_port), "--latency", str(latency)),
             httpx.Client(timeout=30) as client,
         ):

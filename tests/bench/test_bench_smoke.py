@@ -103,6 +103,7 @@ def test_api_section(outputs: dict[str, str]) -> None:
         "coach, auth off",
         "coach, auth + rate limit + metrics",
         "coach, auth off, the same draft again (sentence memo on)",
+        "coach's API alone, auth off (a review precomputed, no engine)",
     )
     for server in servers:
         (row,) = [r for r in _rows(text, server) if len(r) == 5 and r[0] == server]

@@ -11,8 +11,9 @@ Five servers, each `uvicorn --factory ... --workers 1` in its own process with t
   tenant "local", with a limit no run reaches; metrics are always recorded);
 - coach, auth + rate limit + metrics: an API key checked against the SQLite store on every
   request, the rate limiter, and a Prometheus scrape of /metrics every second during the load;
-- coach, auth off, with the rule engine's sentence memo on (the two above run bench/cold_app.py,
-  which turns it off): the same message again is then answered mostly from the memo.
+- coach, auth off, with the rule engine's sentence memo kept (the two above run
+  bench/cold_app.py, which empties it before each review): the same message again is then
+  answered mostly from the memo.
 - coach's API alone: bench/api_only_app.py, auth off, every request answered with a review
   computed once (no engine): what the API itself costs, so the most any engine could reach.
 
@@ -204,14 +205,13 @@ async def _loadgen(args: argparse.Namespace) -> dict[str, Any]:
 
 def _engine_alone(args: argparse.Namespace) -> dict[str, Any]:
     """The rule engine on the same body in a plain loop, no HTTP: the most any server can do."""
+    from coach.engines.rules.lexicon import forget_chunks
     from coach.models import ReviewRequest
     from coach.service import ReviewService
 
     data = json.loads(Path(args.body_file).read_bytes())
-    if not args.warm:
-        from coach.engines.rules.lexicon import set_chunk_memo_size
-
-        set_chunk_memo_size(0)  # as the servers run: every request a draft not seen before
+    # As the servers run (bench/cold_app.py): every request a draft not seen before.
+    forget = (lambda: None) if args.warm else forget_chunks
     service = ReviewService()
     request = ReviewRequest(text=data["text"], kind=data["kind"])
     service.review_sync(request)  # loads the lexicon, compiles the patterns
@@ -220,6 +220,7 @@ def _engine_alone(args: argparse.Namespace) -> dict[str, Any]:
     measure_from = started + args.warmup
     stop_at = measure_from + args.duration
     while (now := time.perf_counter()) < stop_at:
+        forget()
         service.review_sync(request, rewrite=True)  # the API's default
         if now >= measure_from:
             count += 1
@@ -487,14 +488,15 @@ def run(*, quick: bool, runs: int) -> Section:
             f"`POST /v1/reviews` with a {len(text)}-character message, {CONNECTIONS} keep-alive "
             f"connections in a closed loop, {warmup:g} s warm-up then {duration:g} s measured "
             f"per server per run, {runs} run(s). Figures are the median (min–max) "
-            "over runs; latencies are each run's p50/p99 under that load. The coach servers "
-            "run with the rule engine's sentence memo off, so each request is reviewed as a "
-            "draft the server has not seen (real traffic); the fourth server keeps it on, which "
+            "over runs; latencies are each run's p50/p99 under that load. The first two coach "
+            "servers empty the rule engine's sentence memo before each review, so each request "
+            "is reviewed as a draft the server has not seen (real traffic; within the review, "
+            "the rewrite still reuses the draft's sentences); the fourth server keeps it, which "
             "is what a client re-checking the same draft gets (a browser extension re-checking "
             "as the user types sees something in between). The fifth server is coach's API "
             "with the engine taken out (bench/api_only_app.py: every request gets a review "
             "computed once): the most any engine could reach behind this API. The last row is "
-            "the same review (with the rewrite, as the API does by default, memo off) in a "
+            "the same review (with the rewrite, as the API does by default, memo emptied) in a "
             "plain loop in its own process, no HTTP: the most a one-worker server could answer.",
             "",
             table(["server", "requests/s", "p50 ms", "p99 ms", "non-200"], rows),

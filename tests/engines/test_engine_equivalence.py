@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,13 @@ from hypothesis import strategies as st
 from coach.engines.rules import analysis as analysis_module
 from coach.engines.rules import checks
 from coach.engines.rules.analysis import analyse
-from coach.engines.rules.lexicon import Lexicon, chunk_local, lexicon, set_chunk_memo_size
+from coach.engines.rules.lexicon import (
+    Lexicon,
+    chunk_local,
+    forget_chunks,
+    lexicon,
+    set_chunk_memo_size,
+)
 from coach.evals.dataset import load_cases
 from coach.models import Kind, Language, ReviewRequest
 from coach.rulebook import BUILTIN_RULE_IDS
@@ -351,3 +358,40 @@ def test_the_sentence_memo_can_be_bounded_or_turned_off_without_changing_results
     finally:
         set_chunk_memo_size()
     assert [lex.scan(text) for text in texts] == expected and lex._chunks
+
+
+def test_forgetting_the_memo_keeps_results_and_lets_a_rewrite_reuse_its_draft(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the benchmarks measure as an unseen draft: the memo emptied before the review but
+    on during it, so the rewrite's self-check finds the draft's sentences (a memo turned off
+    scans them again)."""
+    service = ReviewService()
+    request = ReviewRequest(
+        text="Hi Dana,\n\nI loved your talk on churn last week. Would you have 15 minutes "
+        "for a quick call so I can show you our platform? We help companies like yours.",
+        kind=Kind.message,
+    )
+    expected = service.review_sync(request, rewrite=True).model_dump()
+    lex = lexicon(Language.en)
+    scanned: list[int] = []
+    real_match = lex._match
+
+    def counting(text: str, folded: str, chunks: list[tuple[int, int]], *rest: Any) -> None:
+        scanned.append(len(chunks))
+        real_match(text, folded, chunks, *rest)
+
+    monkeypatch.setattr(lex, "_match", counting)
+    try:
+        set_chunk_memo_size(0)
+        assert service.review_sync(request, rewrite=True).model_dump() == expected
+        turned_off = sum(scanned)
+        set_chunk_memo_size()
+        forget_chunks()
+        assert not lex._chunks
+        scanned.clear()
+        assert service.review_sync(request, rewrite=True).model_dump() == expected
+        forgotten = sum(scanned)
+    finally:
+        set_chunk_memo_size()
+    assert lex._chunks and 0 < forgotten < turned_off

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +211,7 @@ def _engine_alone(args: argparse.Namespace) -> dict[str, Any]:
 
     data = json.loads(Path(args.body_file).read_bytes())
     # As the servers run (bench/cold_app.py): every request a draft not seen before.
-    forget = (lambda: None) if args.warm else forget_chunks
+    forget: Callable[[], None] = (lambda: None) if args.warm else forget_chunks
     service = ReviewService()
     request = ReviewRequest(text=data["text"], kind=data["kind"])
     service.review_sync(request)  # loads the lexicon, compiles the patterns

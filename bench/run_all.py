@@ -4,7 +4,8 @@
 
 Needs the bench extra for the proselint comparison (`pip install -e '.[dev,bench]'`). Runs, in
 order, bench_peer (offline engine vs proselint), bench_api (API vs a bare Litestar echo),
-bench_sse (time to the first SSE event) and, when bench/bench_batch.py exists, bench_batch.
+bench_layers (where a request's time goes, in process), bench_sse (time to the first SSE
+event) and, when bench/bench_batch.py exists, bench_batch.
 Each script exposes `run(*, quick, runs) -> Section` (see bench/common.py); a script that fails
 is reported as failed in the results and makes the exit status 1. About 4 minutes with the
 default 5 runs on a 2-core machine, plus about 3 minutes per batch run (`--batch-runs`, default
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Section, headline_table, machine_lines
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ("bench_peer", "bench_api", "bench_sse")
+SCRIPTS = ("bench_peer", "bench_api", "bench_layers", "bench_sse")
 OPTIONAL = ("bench_batch",)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = ("bench_peer", "bench_api", "bench_sse")
+SCRIPTS = ("bench_peer", "bench_api", "bench_layers", "bench_sse")
 _NUMBER = re.compile(r"^-?[\d,]*\.?\d+")
 
 
@@ -111,6 +111,26 @@ def test_api_section(outputs: dict[str, str]) -> None:
         assert row[4] == "0"  # no errors, no 429s
     ratios = _rows(text, "coach, auth off / ceiling") + _rows(text, "coach, auth + rate limit")
     assert ratios and all(_number(r[1]) > 0 for r in ratios if len(r) == 4)
+
+
+def test_layers_section(outputs: dict[str, str]) -> None:
+    text = outputs["bench_layers"]
+    assert "## Where a request's time goes (in process)" in text
+    apps = (
+        "bare Litestar echo",
+        "framework + coach's request and response models",
+        "coach's API alone (the review precomputed)",
+        "coach (each draft unseen)",
+    )
+    for app in apps:
+        (row,) = [r for r in _rows(text, app) if len(r) == 3]
+        assert _number(row[1]) > 0 and _number(row[2]) > 0
+    (echo,) = [r for r in _rows(text, apps[0]) if len(r) == 3]
+    assert echo[2] == "1.00x"  # every app is timed against the echo of the same run
+    parts = ("the framework with coach's models", "coach's layers", "the review")
+    for part in parts:
+        (row,) = _rows(text, part)
+        assert _number(row[1]) != 0 and _number(row[2]) != 0
 
 
 def test_sse_section(outputs: dict[str, str]) -> None:

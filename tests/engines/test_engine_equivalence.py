@@ -395,3 +395,16 @@ def test_forgetting_the_memo_keeps_results_and_lets_a_rewrite_reuse_its_draft(
     finally:
         set_chunk_memo_size()
     assert lex._chunks and 0 < forgotten < turned_off
+
+
+#: `checks._PROPER` as first written, with its look-behinds before the capital.
+_PROPER_BEFORE = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\w'’])[A-Z][a-z]+(?:[A-Z][a-z]+)*")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="AaBbZz .!?:\n\t'’-_1é", max_size=40))
+def test_the_proper_noun_pattern_finds_what_it_found_with_its_look_behinds_first(
+    text: str,
+) -> None:
+    spans = [m.span() for m in checks._PROPER.finditer(text)]
+    assert spans == [m.span() for m in _PROPER_BEFORE.finditer(text)]

@@ -69,7 +69,11 @@ _WORDS = re.compile(r"\w+")
 _DETAILED = 8
 
 
-_PROPER = re.compile(r"(?<![.!?:]\s)(?<!^)(?<![\w'’])[A-Z][a-z]+(?:[A-Z][a-z]+)*")
+#: A capitalised word not at the start of the text, a sentence or a word. The capital comes
+#: first and the look-behinds (shifted by it) after: a pattern opening with a character class
+#: lets the regex engine skip to the capitals, four times faster than testing the look-behinds
+#: at every position.
+_PROPER = re.compile(r"[A-Z](?<![.!?:]\s.)(?<!^.)(?<![\w'’].)[a-z]+(?:[A-Z][a-z]+)*")
 
 
 _WE = re.compile(r"\b(?:we|our|us|we're|we've|we'll|ours)\b", re.IGNORECASE)

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coach.engines.rules import analysis as analysis_module
-from coach.engines.rules import checks
+from coach.engines.rules import checks, rewrite
 from coach.engines.rules.analysis import analyse
 from coach.engines.rules.lexicon import (
     Lexicon,
@@ -408,3 +408,17 @@ def test_the_proper_noun_pattern_finds_what_it_found_with_its_look_behinds_first
 ) -> None:
     spans = [m.span() for m in checks._PROPER.finditer(text)]
     assert spans == [m.span() for m in _PROPER_BEFORE.finditer(text)]
+
+
+#: `rewrite._DATE` as first written, with a word boundary before each alternative.
+_DATE_BEFORE = re.compile(
+    r"\b\d{1,2}[/.]\d{1,2}(?:[/.]\d{2,4})?\b|\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b",
+    re.I,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789/.-: apmAPMx\n٣", max_size=24))
+def test_the_date_pattern_finds_what_it_found_with_its_word_boundaries_first(text: str) -> None:
+    spans = [m.span() for m in rewrite._DATE.finditer(text)]
+    assert spans == [m.span() for m in _DATE_BEFORE.finditer(text)]

@@ -9,6 +9,8 @@ their tests would change meaning with the deployment.)
 
 Redis unreachable or failing: the request is limited by the process's own buckets instead and
 a warning is logged (at most once a minute); a limiter outage never fails a request.
+`redis_client`, `REDIS_ERRORS` and `RedisOutage` are that client and that fallback, for any
+other state shared in Redis.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from redis.exceptions import RedisError
 from coach.api.limits import RateDecision, RateLimiter
 from coach.logs import get_logger
 
-__all__ = ["RedisRateLimiter"]
+__all__ = ["REDIS_ERRORS", "RedisOutage", "RedisRateLimiter", "redis_client"]
 
 log = get_logger("coach.api.limits")
 
@@ -55,6 +57,31 @@ _WARN_EVERY_S = 60.0
 #: An idle bucket is full again after a minute whatever the limit; keep it a minute longer.
 _IDLE_TTL_S = 120
 
+#: What a failing or unreachable Redis raises: redis-py wraps most socket errors, not all.
+REDIS_ERRORS = (RedisError, OSError)
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A client with short timeouts: a limit waiting on a slow Redis would hold up every request
+    longer than falling back to the process's own state does."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+class RedisOutage:
+    """Logs `event` (a warning) when Redis fails, at most once a minute: the caller falls back to
+    its process's own state, and a Redis that is down must not add a log line per request."""
+
+    def __init__(self, event: str, *, every_s: float = _WARN_EVERY_S) -> None:
+        self.event = event
+        self._every_s = every_s
+        self._warned_at = -math.inf
+
+    def noticed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self._every_s:
+            self._warned_at = now
+            log.warning(self.event, error=type(exc).__name__)
+
 
 class RedisRateLimiter:
     """Token buckets by key in Redis, shared by every process that uses the same `url`."""
@@ -64,23 +91,21 @@ class RedisRateLimiter:
         self.limit = per_minute
         self.rate = per_minute / 60.0
         self._prefix = prefix
-        self._client = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        self._take = self._client.register_script(_TAKE)
-        self._warned_at = -math.inf
+        #: Public for other state shared in the same Redis; `aclose` closes it.
+        self.client = redis_client(url)
+        self._take = self.client.register_script(_TAKE)
+        self._outage = RedisOutage("rate_limit_store_down")
 
     async def decide(self, key: str) -> RateDecision:
         try:
             allowed, left = await self._take(
                 keys=[self._prefix + key], args=[self.limit, self.rate, _IDLE_TTL_S]
             )
-        except (RedisError, OSError) as exc:
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_EVERY_S:
-                self._warned_at = now
-                log.warning("rate_limit_store_down", error=type(exc).__name__)
+        except REDIS_ERRORS as exc:
+            self._outage.noticed(exc)
             return self.fallback.hit(key)
         tokens = float(left)
         return self.fallback.decision(bool(int(allowed)), tokens)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()

@@ -14,7 +14,10 @@ unless COACH_REDIS_URL is set: then the buckets are shared in Redis (shared_limi
 LLM concurrency: at most `llm_concurrency_per_tenant` LLM reviews run at once per tenant. A
 request that finds them all busy waits up to `wait_s` for a slot; if none frees up, the review
 is done by the rule engine and marked `degraded: true` with `degraded_reason` "llm_busy: …",
-the same contract as any other LLM failure (see `coach/api/controllers/reviews.py`).
+the same contract as any other LLM failure (see `coach/api/controllers/reviews.py`). The slots
+are semaphores of the process (with several workers, each has its own) unless COACH_REDIS_URL is
+set: then they are shared in Redis, with leases so that a killed process's slots come back
+(shared_slots.py). For both limits, a Redis outage falls back to the process's own state.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
@@ -34,6 +37,9 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from coach.api.context import request_info
 from coach.api.problems import ApiProblem
 from coach.store.base import Principal
+
+if TYPE_CHECKING:
+    from coach.settings import Settings
 
 __all__ = ["Limiter", "RateDecision", "RateLimitMiddleware", "RateLimiter", "TenantSlots"]
 
@@ -144,12 +150,28 @@ class RateLimitMiddleware(ASGIMiddleware):
 
 
 class TenantSlots:
-    """A semaphore per tenant bounding its concurrent LLM reviews."""
+    """A semaphore per tenant bounding its concurrent LLM reviews, in this process.
+
+    `RedisTenantSlots` (shared_slots.py) shares them between processes; `for_app` chooses."""
 
     def __init__(self, per_tenant: int, *, wait_s: float) -> None:
         self.per_tenant = per_tenant
         self.wait_s = wait_s
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+
+    @classmethod
+    def for_app(cls, settings: Settings, limiter: Limiter, *, wait_s: float) -> TenantSlots:
+        """Shared in Redis when the rate limit is (COACH_REDIS_URL), on the limiter's client so
+        that the app's shutdown, which closes the limiter, closes it too; else this process's."""
+        per_tenant = settings.llm_concurrency_per_tenant
+        if settings.redis_url:
+            # Imported here, like the limiter: without COACH_REDIS_URL redis is never loaded.
+            from coach.api.shared_limits import RedisRateLimiter
+            from coach.api.shared_slots import RedisTenantSlots
+
+            if isinstance(limiter, RedisRateLimiter):
+                return RedisTenantSlots(limiter.client, per_tenant, wait_s=wait_s)
+        return cls(per_tenant, wait_s=wait_s)
 
     def _semaphore(self, tenant: str) -> asyncio.Semaphore:
         semaphore = self._semaphores.get(tenant)
@@ -157,12 +179,21 @@ class TenantSlots:
             semaphore = self._semaphores[tenant] = asyncio.Semaphore(self.per_tenant)
         return semaphore
 
-    @asynccontextmanager
-    async def slot(self, tenant: str) -> AsyncIterator[bool]:
+    def slot(self, tenant: str) -> AbstractAsyncContextManager[bool]:
         """Yields True holding a slot, or False when none freed up within `wait_s`."""
+        return self.local_slot(tenant, self.wait_s)
+
+    @asynccontextmanager
+    async def local_slot(self, tenant: str, wait_s: float) -> AsyncIterator[bool]:
+        """`slot` in this process, waiting up to `wait_s` (the shared slots' fallback)."""
         semaphore = self._semaphore(tenant)
         try:
-            await asyncio.wait_for(semaphore.acquire(), timeout=self.wait_s)
+            if semaphore.locked():
+                await asyncio.wait_for(semaphore.acquire(), timeout=wait_s)
+            else:
+                # Not through wait_for: with nothing left of the wait it times out even a free
+                # semaphore, and a fallback may come with nothing left.
+                await semaphore.acquire()
         except TimeoutError:
             yield False
             return

@@ -8,9 +8,9 @@ library has Redis storage, but its windows are not this bucket: the RateLimit-* 
 their tests would change meaning with the deployment.)
 
 Redis unreachable or failing: the request is limited by the process's own buckets instead and
-a warning is logged (at most once a minute); a limiter outage never fails a request.
-`redis_client`, `REDIS_ERRORS` and `RedisOutage` are that client and that fallback, for any
-other state shared in Redis.
+a warning is logged (at most once a minute); a limiter outage never fails a request. The per-tenant
+LLM slots shared in Redis (shared_slots.py) use the same client and the same fallback:
+`redis_client`, `REDIS_ERRORS` and `RedisOutage` are for both.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class RedisRateLimiter:
         self.limit = per_minute
         self.rate = per_minute / 60.0
         self._prefix = prefix
-        #: Public for other state shared in the same Redis; `aclose` closes it.
+        #: Also the client of the shared LLM slots (`TenantSlots.for_app`), closed with this.
         self.client = redis_client(url)
         self._take = self.client.register_script(_TAKE)
         self._outage = RedisOutage("rate_limit_store_down")

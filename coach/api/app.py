@@ -107,7 +107,7 @@ def create_app(
         if wildcard:
             log.warning("cors_wildcard", origins=wildcard)
         # Semaphores belong to the running loop: make them here, not at build time.
-        api.slots = TenantSlots(settings.llm_concurrency_per_tenant, wait_s=llm_wait_s)
+        api.slots = TenantSlots.for_app(settings, api.limiter, wait_s=llm_wait_s)
         opened: Store | None = None
         if api.store is None:
             opened = api.store = await _open_store(settings)

@@ -10,15 +10,27 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from api.conftest import (
+    GOOD_DRAFT,
+    LLM_SETTINGS,
+    MemoryStore,
+    ScriptedService,
+    llm_review_from,
+    make_settings,
+)
+from coach.api import create_app
 from coach.api.shared_limits import redis_client
 from coach.api.shared_slots import RedisTenantSlots
+from coach.models import Review, ReviewRequest
+from coach.service import ReviewService
 
 REDIS = "redis://127.0.0.1:6379/0"
 DEAD = "redis://127.0.0.1:1/0"
@@ -205,3 +217,61 @@ def test_cancelling_a_waiter_leaves_nothing_behind() -> None:
         assert (await _timed(second, "acme"))[0] is True
 
     _run(scenario)
+
+
+@needs_redis
+def test_two_api_processes_share_a_tenants_llm_slots() -> None:
+    """Two apps on one Redis, one LLM slot for the tenant: while a review holds it in one app,
+    a review in the other waits `llm_wait_s` and is answered degraded, llm_busy."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_llm(request: ReviewRequest, rewrite: bool) -> Review:
+        started.set()
+        await release.wait()
+        return llm_review_from(await ReviewService().review(request, rewrite=rewrite))
+
+    store = MemoryStore()
+    key = store.add_key(f"tenant-{uuid.uuid4().hex}")  # slots no other test (or run) touches
+    service = ScriptedService(slow_llm)
+    settings = make_settings(redis_url=REDIS, llm_concurrency_per_tenant=1, **LLM_SETTINGS)
+    apps = [
+        create_app(
+            settings,
+            store=store,
+            service=service,
+            llm_wait_s=0.2,
+            configure_logs=False,
+            run_worker=False,
+        )
+        for _ in range(2)
+    ]
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"text": GOOD_DRAFT, "engine": "llm"}
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            clients = []
+            for app in apps:
+                # The lifespan, where the app chooses its slots (and closes the limiter's Redis
+                # client they share), runs in this loop: ASGITransport does not run it.
+                await stack.enter_async_context(app.lifespan())
+                transport = httpx.ASGITransport(app=cast(Any, app))
+                client = httpx.AsyncClient(transport=transport, base_url="http://test")
+                clients.append(await stack.enter_async_context(client))
+            one, two = clients
+            try:
+                first = asyncio.create_task(one.post("/v1/reviews", json=body, headers=auth))
+                await asyncio.wait_for(started.wait(), 5)
+                # Bounded: a second slot would start an LLM review that waits forever.
+                request = two.post("/v1/reviews", json=body, headers=auth)
+                second = await asyncio.wait_for(request, 10)
+            finally:
+                release.set()
+            return (await first).json(), second.json()
+
+    first, second = asyncio.run(scenario())
+    assert first["engine"] == "llm" and not first["degraded"]
+    assert second["degraded"] is True
+    assert second["degraded_reason"].startswith("llm_busy:")
+    assert service.llm_calls == 1

@@ -33,6 +33,9 @@ class ReviewService:
         self._engines: dict[str, Reviewer] = {"rules": self.rules}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._budget_workers = 1
+        self._llm_used = False  # an LLM review started since `take_llm_use` last asked
+        # A review may outlast a check-in interval: it counts at every check-in it spans.
+        self._llm_in_flight = 0
 
     def resolve(self, name: str) -> str:
         """The engine that `name` means here ("auto" depends on the settings)."""
@@ -57,12 +60,21 @@ class ReviewService:
         return self._engines[name]
 
     def share_llm_budget(self, workers: int) -> None:
-        """This process is one of `workers` batch workers drawing on the same provider budget
-        (`coach.batch.presence`): its engines pace their calls at that share, including an
-        engine built later."""
+        """This process is one of `workers` processes (batch workers, API processes) drawing on
+        the same provider budget (`coach.batch.presence`): its engines pace their calls at that
+        share, including an engine built later."""
         self._budget_workers = workers
         for reviewer in self._engines.values():
             self._share(reviewer)
+
+    def take_llm_use(self) -> bool:
+        """Whether this service has reviewed with the LLM since the last call, or is doing so
+        now; the next call starts afresh. For the check-in of the process's presence: only
+        processes drawing on the LLM budget take a share of it, batch items and interactive
+        reviews alike."""
+        used = self._llm_used or self._llm_in_flight > 0
+        self._llm_used = False
+        return used
 
     def llm_pace_rpm(self) -> float | None:
         """The LLM engine's request pace in force (its share of the budget, slowed by 429s);
@@ -90,12 +102,23 @@ class ReviewService:
         """`strict`: raise the engine's `LLMError` instead of degrading to the rule engine
         (batch jobs retry the item later instead)."""
         started = time.perf_counter()
-        reviewer = self.engine(engine)
+        name = self.resolve(engine)
+        reviewer = self.engine(name)
         raising = getattr(reviewer, "review_or_raise", None) if strict else None
-        if raising is not None:
-            result: Review = await raising(request, rewrite=rewrite)
-        else:
-            result = await reviewer.review(request, rewrite=rewrite)
+        llm = name == "llm"
+        if llm:
+            self._llm_used = True
+            self._llm_in_flight += 1
+        try:
+            if raising is not None:
+                result: Review = await raising(request, rewrite=rewrite)
+            else:
+                result = await reviewer.review(request, rewrite=rewrite)
+        finally:
+            if llm:
+                # Also at the end: a review that spanned a check-in drew on the budget after it.
+                self._llm_used = True
+                self._llm_in_flight -= 1
         self._log(request, result, started)
         return result
 

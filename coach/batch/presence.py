@@ -7,6 +7,11 @@ share of COACH_LLM_RPM / TPM (`ReviewService.share_llm_budget`). Idle workers ta
 So ten `coach worker` processes on three machines together stay within one key's limit, and a
 worker that is killed stops counting after `ttl_s` (then the others speed up again).
 
+API processes answer interactive LLM reviews from the same budget, so they count too: one that
+runs the in-process worker counts its interactive reviews in that worker's check-in (they share
+the `ReviewService`, which tells whether it used the LLM), and one with an LLM but no worker
+checks in on its own (`api_presence`). Either way a process has one presence, not two.
+
 Between a new worker's start and the others' next check-in the budget is briefly overspent
 (at most `every_s` seconds of one worker's share); the scheduler's 5 % margin and its 429
 handling absorb that.
@@ -21,10 +26,11 @@ from types import TracebackType
 
 from coach.errors import CoachError
 from coach.logs import get_logger
+from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store.workers import WorkerStore
 
-__all__ = ["PRESENCE_S", "Presence", "budget_pool"]
+__all__ = ["PRESENCE_S", "Presence", "api_presence", "budget_pool"]
 
 log = get_logger("coach.batch.presence")
 
@@ -70,8 +76,7 @@ class Presence:
         self.count = 1
 
     async def __aenter__(self) -> Presence:
-        await self._check_in()
-        self._task = asyncio.create_task(self._refresh())
+        await self.start()
         return self
 
     async def __aexit__(
@@ -80,6 +85,16 @@ class Presence:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Check in now and keep checking in (for owners that are no `async with` block, such
+        as an app's lifespan)."""
+        await self._check_in()
+        self._task = asyncio.create_task(self._refresh())
+
+    async def stop(self) -> None:
+        """Stop checking in and check out."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -109,3 +124,20 @@ class Presence:
             log.info("workers_in_pool", workers=count)
         self.count = count
         self._on_count(count)
+
+
+def api_presence(
+    store: WorkerStore, service: ReviewService, owner: str, *, every_s: float | None = None
+) -> Presence:
+    """The presence of a process that reviews with `service` but runs no batch worker (an API
+    process without COACH_WORKER_IN_PROCESS): active while it answers LLM reviews, paced at its
+    share of the budget meanwhile."""
+    return Presence(
+        store,
+        owner,
+        pool=budget_pool(service.settings),
+        on_count=service.share_llm_budget,
+        # Looked up at each call rather than bound as the default, so tests can shorten it.
+        every_s=PRESENCE_S if every_s is None else every_s,
+        active=service.take_llm_use,
+    )

@@ -235,10 +235,14 @@ class Worker:
             return False
 
     def _llm_active(self) -> bool:
-        """For the check-in: whether this worker has been drawing on the LLM budget."""
-        active = self._llm_used or any(self._uses_llm(i) for i in self._flight.values())
+        """For the check-in: whether this worker's process has been drawing on the LLM budget,
+        with batch items or (the in-process worker of an API process, sharing its service)
+        with interactive reviews."""
+        # Asked first and every time: the service's record is reset by the asking.
+        interactive = self.service.take_llm_use()
+        items = self._llm_used or any(self._uses_llm(i) for i in self._flight.values())
         self._llm_used = False
-        return active
+        return interactive or items
 
     def _slots(self) -> int:
         """Items in flight at most: the concurrency, but no more LLM reviews than the rate

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -42,6 +42,9 @@ from coach.logs import configure_logging, get_logger
 from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store.base import Store
+
+if TYPE_CHECKING:
+    from coach.batch.presence import Presence
 
 __all__ = ["DEFAULT_LLM_WAIT_S", "create_app"]
 
@@ -79,7 +82,9 @@ def create_app(
     opens the store (`coach.store.open_store`) in its lifespan and builds a `ReviewService`.
 
     `run_worker` (default: COACH_WORKER_IN_PROCESS) runs a batch worker and the webhook sender
-    inside the app's process, so the embedded default needs no `coach worker`."""
+    inside the app's process, so the embedded default needs no `coach worker`. Either way, with
+    an LLM configured the process checks in among the batch workers sharing the LLM's rate
+    budget (`coach.batch.presence`), so its interactive LLM reviews get their share of it."""
     if run_worker is None:
         run_worker = settings.worker_in_process
     log = get_logger("coach.api")
@@ -112,11 +117,16 @@ def create_app(
         if api.store is None:
             opened = api.store = await _open_store(settings)
         background = _start_worker(settings, api) if run_worker else None
+        # The worker's presence already speaks for this process (it counts the interactive
+        # reviews too): a second one would count the process twice.
+        presence = await _start_presence(api) if background is None else None
         try:
             yield
         finally:
             if background is not None:
                 await _stop_worker(*background)
+            if presence is not None:
+                await presence.stop()
             closer = getattr(api.limiter, "aclose", None)
             if closer is not None:
                 await closer()
@@ -224,6 +234,22 @@ def _start_worker(
     stop = asyncio.Event()
     workers = BackgroundWorkers(api.store, api.service, settings)
     return stop, asyncio.create_task(workers.run(stop=stop))
+
+
+async def _start_presence(api: ApiState) -> Presence | None:
+    """Without a worker, the process still draws on the LLM's rate budget with its interactive
+    reviews: check in like a worker, so that it paces them at its share and the workers of its
+    pool count it while it reviews. None when there is no LLM or no store to check in to."""
+    from coach.batch.presence import api_presence
+    from coach.batch.worker import default_owner
+    from coach.store.workers import WorkerStore
+
+    if not api.service.settings.llm_configured or not isinstance(api.store, WorkerStore):
+        return None
+    presence = api_presence(api.store, api.service, default_owner())
+    # A failed check-in only logs (the database may come back): start-up goes on regardless.
+    await presence.start()
+    return presence
 
 
 async def _stop_worker(stop: asyncio.Event, task: asyncio.Task[None]) -> None:

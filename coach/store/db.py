@@ -4,7 +4,7 @@ one translation of database failures into `StoreError`."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ def make_engine(raw_url: str, *, for_migrations: bool = False) -> AsyncEngine:
         # and then writes can fail with SQLITE_BUSY (no waiting) when another process wrote in
         # between, and batch workers in several processes do exactly that.
         _begin_immediate(engine)
+        _end_transaction_before_close(engine)
         if not for_migrations:
             _sqlite_pragmas(engine)
     return engine
@@ -129,6 +130,21 @@ def _begin_immediate(engine: AsyncEngine) -> None:
         # Read-only work (see `reader`) does not queue behind writers for the write lock.
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _end_transaction_before_close(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _rollback(dbapi_connection: Any, _record: Any, _exc: BaseException | None) -> None:
+        # A task cancelled while its statement runs (a worker stopping on SIGINT or SIGTERM
+        # cancels its presence refresh, which may be in check_in) has its connection
+        # invalidated and closed with no rollback. If that statement returned a row not yet
+        # fetched, the driver's cursor still holds it, and sqlite3 then only marks the
+        # connection closed: its transaction keeps the write lock until the garbage collector
+        # frees the cursor (the cancellation's traceback holds it, often in a cycle), and
+        # every writer, this process's own included, waits out the busy timeout and fails with
+        # "database is locked". This rollback runs in the driver's thread ahead of the close.
+        with suppress(Exception):  # already closed or broken; no event loop (GC)
+            dbapi_connection.run_async(lambda driver_connection: driver_connection.rollback())
 
 
 #: The execution option that marks an engine's transactions as reads (SQLite: deferred BEGIN).

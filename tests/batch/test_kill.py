@@ -78,13 +78,16 @@ async def _done(store: SqlStore, batch_id: str) -> int:
     return (await store.batch_counts(batch_id))["done"]
 
 
-async def _exit(process: subprocess.Popen[bytes], timeout: float) -> int:
+async def _exit(process: subprocess.Popen[bytes], timeout: float, tmp_path: Path, name: str) -> int:
     deadline = time.monotonic() + timeout
     while process.poll() is None:
         if time.monotonic() > deadline:
             process.kill()
             process.wait()
-            pytest.fail(f"the worker did not exit within {timeout:.0f}s")
+            # Its log says why (a store error such as "database is locked", a stuck lease).
+            pytest.fail(
+                f"worker {name} did not exit within {timeout:.0f}s:\n{_log(tmp_path, name)}"
+            )
         await asyncio.sleep(0.05)
     return process.returncode
 
@@ -121,7 +124,7 @@ def test_kill_a_worker_mid_batch_and_restart(
                     assert time.monotonic() < deadline, "the worker made no progress"
                     await asyncio.sleep(0.02)
                 os.kill(first.pid, signal.SIGKILL)
-                assert await _exit(first, 10) == -signal.SIGKILL
+                assert await _exit(first, 10, tmp_path, "first") == -signal.SIGKILL
             finally:
                 if first.poll() is None:
                     first.kill()
@@ -136,7 +139,7 @@ def test_kill_a_worker_mid_batch_and_restart(
             }
 
             second = _worker(url, fake, tmp_path, "second", "--once")
-            assert await _exit(second, 90) == 0, _log(tmp_path, "second")
+            assert await _exit(second, 90, tmp_path, "second") == 0, _log(tmp_path, "second")
             rows = await _exactly_once(store, record.id)
             # no item finished before the kill was touched again
             after = {r["key"]: (r["result"], r["attempts"], r["completed_at"]) for r in rows}
@@ -161,7 +164,9 @@ def test_two_workers_on_one_postgresql_batch(tmp_path: Path, fake: CountingServe
             workers = [
                 _worker(url, fake, tmp_path, f"w{i}", "--once", lease="60") for i in range(2)
             ]
-            codes = await asyncio.gather(*(_exit(w, 90) for w in workers))
+            codes = await asyncio.gather(
+                *(_exit(w, 90, tmp_path, f"w{i}") for i, w in enumerate(workers))
+            )
             assert codes == [0, 0], _log(tmp_path, "w0") + _log(tmp_path, "w1")
             rows = await _exactly_once(store, record.id, 100)
             assert all(r["attempts"] == 1 for r in rows)
@@ -188,7 +193,7 @@ def test_sigterm_hands_the_items_in_flight_back(tmp_path: Path, fake: CountingSe
                     assert time.monotonic() < deadline, "the worker made no progress"
                     await asyncio.sleep(0.02)
                 worker.send_signal(signal.SIGTERM)
-                assert await _exit(worker, 20) == 0, _log(tmp_path, "worker")
+                assert await _exit(worker, 20, tmp_path, "worker") == 0, _log(tmp_path, "worker")
             finally:
                 if worker.poll() is None:
                     worker.kill()

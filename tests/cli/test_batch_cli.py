@@ -352,10 +352,12 @@ def test_sigkill_of_coach_batch_stops_its_helpers_and_a_rerun_resumes_at_once(
         # The default 120 s lease: a re-run that waited for the killed leases would time out.
         env = _env(tmp_path, fake.env())
         argv = _llm_batch(drafts, out, "--concurrency", "4", "--workers", "2")
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+        log = tmp_path / "batch.log"
+        with log.open("wb") as stderr:
+            process = subprocess.Popen(argv, cwd=REPO, env=env, stderr=stderr)
         try:
             assert wait_for(lambda: _done(db) >= 10 or process.poll() is not None, timeout=60)
-            assert process.poll() is None
+            assert process.poll() is None, log.read_text(errors="replace")[-2000:]
             children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
             helpers = [int(pid) for pid in children.split()]
             assert len(helpers) == 1

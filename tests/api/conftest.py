@@ -209,6 +209,20 @@ def llm_review_from(rules_review: Review, *, tokens_in: int = 321, tokens_out: i
     return rules_review.model_copy(update={"engine": "llm", "usage": usage})
 
 
+class HeldLLM:
+    """An LLM review that starts, then waits until the test lets it go (`release`); a fake
+    for `ScriptedService` that holds the tenant's LLM slot meanwhile."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, request: ReviewRequest, rewrite: bool) -> Review:
+        self.started.set()
+        await self.release.wait()
+        return llm_review_from(await ReviewService().review(request, rewrite=rewrite))
+
+
 class BrokenService(ReviewService):
     """A service that fails in a way nobody planned for, quoting the draft in the message."""
 

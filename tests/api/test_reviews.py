@@ -12,6 +12,7 @@ from api.conftest import (
     LLM_SETTINGS,
     BrokenService,
     Client,
+    HeldLLM,
     MakeClient,
     MemoryStore,
     ScriptedService,
@@ -108,15 +109,9 @@ def test_unreachable_llm_degrades_to_rules_with_200(
 def test_llm_busy_falls_back_to_rules_degraded(store: MemoryStore, api_key: str) -> None:
     """With every LLM slot of the tenant taken, a review waits `llm_wait_s`, then the rule
     engine answers with degraded=true and reason llm_busy (never a 429 or a 500)."""
-    started = asyncio.Event()
-    release = asyncio.Event()
+    held = HeldLLM()
 
-    async def slow_llm(request: ReviewRequest, rewrite: bool) -> Review:
-        started.set()
-        await release.wait()
-        return llm_review_from(await ReviewService().review(request, rewrite=rewrite))
-
-    service = ScriptedService(slow_llm)
+    service = ScriptedService(held)
     app = create_app(
         make_settings(llm_concurrency_per_tenant=1, **LLM_SETTINGS),
         store=store,
@@ -132,9 +127,9 @@ def test_llm_busy_falls_back_to_rules_degraded(store: MemoryStore, api_key: str)
         transport = httpx.ASGITransport(app=cast(Any, app))
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             first = asyncio.create_task(client.post("/v1/reviews", json=body, headers=auth))
-            await asyncio.wait_for(started.wait(), 5)
+            await asyncio.wait_for(held.started.wait(), 5)
             second = await client.post("/v1/reviews", json=body, headers=auth)
-            release.set()
+            held.release.set()
             done = await first
             metrics = (await client.get("/metrics")).text
             return done.json(), second.json(), metrics

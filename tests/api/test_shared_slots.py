@@ -21,16 +21,14 @@ from structlog.testing import capture_logs
 from api.conftest import (
     GOOD_DRAFT,
     LLM_SETTINGS,
+    HeldLLM,
     MemoryStore,
     ScriptedService,
-    llm_review_from,
     make_settings,
 )
 from coach.api import create_app
 from coach.api.shared_limits import redis_client
 from coach.api.shared_slots import RedisTenantSlots
-from coach.models import Review, ReviewRequest
-from coach.service import ReviewService
 
 REDIS = "redis://127.0.0.1:6379/0"
 DEAD = "redis://127.0.0.1:1/0"
@@ -223,17 +221,11 @@ def test_cancelling_a_waiter_leaves_nothing_behind() -> None:
 def test_two_api_processes_share_a_tenants_llm_slots() -> None:
     """Two apps on one Redis, one LLM slot for the tenant: while a review holds it in one app,
     a review in the other waits `llm_wait_s` and is answered degraded, llm_busy."""
-    started = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow_llm(request: ReviewRequest, rewrite: bool) -> Review:
-        started.set()
-        await release.wait()
-        return llm_review_from(await ReviewService().review(request, rewrite=rewrite))
+    held = HeldLLM()
 
     store = MemoryStore()
     key = store.add_key(f"tenant-{uuid.uuid4().hex}")  # slots no other test (or run) touches
-    service = ScriptedService(slow_llm)
+    service = ScriptedService(held)
     settings = make_settings(redis_url=REDIS, llm_concurrency_per_tenant=1, **LLM_SETTINGS)
     apps = [
         create_app(
@@ -262,12 +254,12 @@ def test_two_api_processes_share_a_tenants_llm_slots() -> None:
             one, two = clients
             try:
                 first = asyncio.create_task(one.post("/v1/reviews", json=body, headers=auth))
-                await asyncio.wait_for(started.wait(), 5)
+                await asyncio.wait_for(held.started.wait(), 5)
                 # Bounded: a second slot would start an LLM review that waits forever.
                 request = two.post("/v1/reviews", json=body, headers=auth)
                 second = await asyncio.wait_for(request, 10)
             finally:
-                release.set()
+                held.release.set()
             return (await first).json(), second.json()
 
     first, second = asyncio.run(scenario())

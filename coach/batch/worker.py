@@ -15,7 +15,8 @@ failed with a reason, and failed items can be re-queued.
 
 Identical drafts are reviewed once per batch: an item whose draft (and engine and rewrite
 setting) matches one already done copies that review (`duplicate_of` names the original), and
-two identical items in flight in one worker share one review.
+two identical items in one worker share one review, even when the copy was claimed before the
+original's review was stored and starts after it.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ class Worker:
         self._on_change = on_change
         self._flight: dict[int, ClaimedItem] = {}
         self._shared: dict[tuple[str, str], asyncio.Future[tuple[str, str]]] = {}
+        # Reviews done, kept in `_shared` for copies claimed before they were stored: the
+        # number of claims started when each was stored, the key and its future.
+        self._stored: list[tuple[int, tuple[str, str], asyncio.Future[tuple[str, str]]]] = []
+        self._claims = 0  # claims started
         self._touched: set[str] = set()
         self._settled_at = 0.0
         self._purged_at = -PURGE_EVERY_S
@@ -178,6 +183,7 @@ class Worker:
                 free = self._slots() - len(tasks)
                 claimed: list[ClaimedItem] = []
                 if free >= group or (free > 0 and not tasks):
+                    self._claims += 1
                     claimed = await self.store.claim(
                         self.owner,
                         limit=free,
@@ -194,6 +200,7 @@ class Worker:
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                self._forget_stored()
                 if (
                     len(claimed) >= free
                     and time.monotonic() - self._settled_at >= self.config.poll_s
@@ -364,9 +371,27 @@ class Worker:
         finally:
             if not future.done():
                 future.set_exception(_Unshared())
-            future.exception()  # mark retrieved: waiters handle it themselves
-            if self._shared.get(key) is future:
+            if future.exception() is None and self._shared.get(key) is future:
+                # A claim that read the store before this review was stored may have taken a
+                # copy of it (its `reuse` empty) whose task starts only now: it must still find
+                # this review here, or it reviews the same draft again.
+                self._stored.append((self._claims, key, future))
+            elif self._shared.get(key) is future:
                 del self._shared[key]
+
+    def _forget_stored(self) -> None:
+        """Drop the stored reviews no copy can still miss: every claim started after one was
+        stored found it in the store, and the copies of the claims before have had their
+        first step (they look in `_shared` before anything else) by the time a second claim
+        after it has returned."""
+        keep = []
+        for claims, key, future in self._stored:
+            if claims < self._claims - 1:
+                if self._shared.get(key) is future:
+                    del self._shared[key]
+            else:
+                keep.append((claims, key, future))
+        self._stored = keep
 
     async def _review(self, item: ClaimedItem, request: ReviewRequest) -> Review | None:
         try:

@@ -133,6 +133,40 @@ def test_identical_drafts_are_reviewed_once(db_url: str, tmp_path: Path) -> None
     asyncio.run(scenario())
 
 
+def test_a_copy_claimed_before_its_original_was_stored_reuses_its_review(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Two identical items claimed together (so neither finds a stored copy), the second
+    processed only once the first has been reviewed and stored: what happens when a claim
+    reads the store just before a review of the same draft commits, and its item starts after
+    that review is finished. It copies the review rather than reviewing the draft again."""
+
+    async def scenario() -> None:
+        async with store_at(db_url, tmp_path) as store:
+            items = [
+                item
+                for i in range(2)
+                for item in new_items(1, prefix=f"copy{i}", text="Identical draft, ok?")
+            ]
+            record, _ = await store.create_batch(
+                "acme", engine="rules", rewrite=True, source="api", items=items
+            )
+            service = SpyService()
+            worker = Worker(store, service, _config())
+            first, second = await store.claim(
+                worker.owner, limit=2, lease_s=60, max_attempts=3, batch_id=record.id
+            )
+            assert first.reuse is None and second.reuse is None
+            await worker._process(first)
+            await worker._process(second)
+            assert dict(service.calls) == {"Identical draft, ok?": 1}
+            page = await store.results_page(record.id)
+            assert [r.duplicate_of for r in page] == [None, first.key]
+            assert worker.stats.reused == 1
+
+    asyncio.run(scenario())
+
+
 def test_retryable_failure_is_retried(db_url: str, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:

@@ -76,6 +76,19 @@ async def _batch(store: SqlStore, n: int, **kwargs: str) -> str:
     return record.id
 
 
+async def _copies(store: SqlStore, copies: int, drafts: int) -> str:
+    """A batch of `copies` copies of each of `drafts` drafts ("Identical draft {i}, ok?"), the
+    copies of one draft apart in the queue."""
+    items = [
+        item
+        for i in range(copies)
+        for item in new_items(drafts, prefix=f"copy{i}", text="Identical draft {i}, ok?")
+    ]
+    return (
+        await store.create_batch("acme", engine="rules", rewrite=True, source="api", items=items)
+    )[0].id
+
+
 async def _run(store: SqlStore, service: ReviewService, **config: object) -> Worker:
     worker = Worker(store, service, _config(**config))
     await asyncio.wait_for(worker.run(until_idle=True), timeout=60)
@@ -105,14 +118,7 @@ def test_identical_drafts_are_reviewed_once(db_url: str, tmp_path: Path) -> None
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:
             # 24 items, 3 distinct drafts, 8 in flight at a time: copies both in flight and done
-            items = [
-                item
-                for i in range(8)
-                for item in new_items(3, prefix=f"copy{i}", text="Identical draft {i}, ok?")
-            ]
-            record, _ = await store.create_batch(
-                "acme", engine="rules", rewrite=True, source="api", items=items
-            )
+            batch_id = await _copies(store, 8, 3)
 
             async def slow(text: str, n: int) -> None:
                 await asyncio.sleep(0.05)
@@ -120,7 +126,7 @@ def test_identical_drafts_are_reviewed_once(db_url: str, tmp_path: Path) -> None
             service = SpyService(slow)
             worker = await _run(store, service)
             assert dict(service.calls) == {f"Identical draft {i}, ok?": 1 for i in range(3)}
-            page = await store.results_page(record.id)
+            page = await store.results_page(batch_id)
             assert len(page) == 24 and all(r.state == "done" for r in page)
             originals = {r.key: r for r in page if r.duplicate_of is None}
             assert len(originals) == 3
@@ -143,24 +149,17 @@ def test_a_copy_claimed_before_its_original_was_stored_reuses_its_review(
 
     async def scenario() -> None:
         async with store_at(db_url, tmp_path) as store:
-            items = [
-                item
-                for i in range(2)
-                for item in new_items(1, prefix=f"copy{i}", text="Identical draft, ok?")
-            ]
-            record, _ = await store.create_batch(
-                "acme", engine="rules", rewrite=True, source="api", items=items
-            )
+            batch_id = await _copies(store, 2, 1)
             service = SpyService()
             worker = Worker(store, service, _config())
             first, second = await store.claim(
-                worker.owner, limit=2, lease_s=60, max_attempts=3, batch_id=record.id
+                worker.owner, limit=2, lease_s=60, max_attempts=3, batch_id=batch_id
             )
             assert first.reuse is None and second.reuse is None
             await worker._process(first)
             await worker._process(second)
-            assert dict(service.calls) == {"Identical draft, ok?": 1}
-            page = await store.results_page(record.id)
+            assert dict(service.calls) == {"Identical draft 0, ok?": 1}
+            page = await store.results_page(batch_id)
             assert [r.duplicate_of for r in page] == [None, first.key]
             assert worker.stats.reused == 1
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch.batch_support import wait_for
-from batch.test_interactive_budget import FakeLLM, workers_of
+from batch.batch_support import FakeLLM, wait_for, workers_of
 
 import coach.batch.presence as presence_module
 from api.conftest import GOOD_DRAFT, LLM_SETTINGS, Api, MakeApi, MakeClient, MemoryStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,12 @@ from typing import Any
 from sqlalchemy import select
 
 from coach.batch.jobs import draft_hash
-from coach.models import ReviewRequest
+from coach.engines.rules import RuleEngine
+from coach.models import Review, ReviewRequest
+from coach.rulebook import Rulebook
+from coach.scheduler import Scheduler
+from coach.service import ReviewService
+from coach.settings import Settings
 from coach.store import NewItem, SqlStore
 from coach.store.schema import batch_items
 from tools.fake_openai import MODEL_ID
@@ -99,3 +105,37 @@ def counting_server(log: Path, *args: str) -> Iterator[CountingServer]:
 
 def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+class FakeLLM:
+    """Stands in for the LLM engine: the rule engine's review labelled "llm", after `hold`
+    (when set) is released; a real `Scheduler`, so the service's budget share reaches it."""
+
+    name = "llm"
+
+    def __init__(self, rulebook: Rulebook, settings: Settings) -> None:
+        self.scheduler = Scheduler.from_settings(settings)
+        self.rules = RuleEngine(rulebook)
+        self.hold: asyncio.Event | None = None
+        self.in_flight = 0
+
+    async def review(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
+        self.in_flight += 1
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+            review = self.rules.review_sync(request, rewrite=rewrite)
+            return review.model_copy(update={"engine": "llm"})
+        finally:
+            self.in_flight -= 1
+
+
+def llm_of(service: ReviewService) -> FakeLLM:
+    engine = service.engine("llm")
+    assert isinstance(engine, FakeLLM)
+    return engine
+
+
+def workers_of(service: ReviewService) -> int:
+    """How many workers the service's LLM engine shares the budget with."""
+    return llm_of(service).scheduler.stats().workers

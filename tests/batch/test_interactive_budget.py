@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 from store.store_support import BACKENDS, database, store_at
 
-from batch.batch_support import new_items
+from batch.batch_support import FakeLLM, llm_of, new_items, workers_of
 from coach.batch.presence import api_presence
 from coach.batch.worker import Worker, WorkerConfig
 from coach.engines import ENGINES
-from coach.engines.rules import RuleEngine
-from coach.models import Review, ReviewRequest
-from coach.rulebook import Rulebook
-from coach.scheduler import Scheduler
+from coach.models import ReviewRequest
 from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store import SqlStore
@@ -32,29 +29,6 @@ REQUEST = ReviewRequest(text="Could you introduce me to your head of procurement
 EVERY_S = 0.05
 
 
-class FakeLLM:
-    """Stands in for the LLM engine: the rule engine's review labelled "llm", after `hold`
-    (when set) is released; a real `Scheduler`, so the service's budget share reaches it."""
-
-    name = "llm"
-
-    def __init__(self, rulebook: Rulebook, settings: Settings) -> None:
-        self.scheduler = Scheduler.from_settings(settings)
-        self.rules = RuleEngine(rulebook)
-        self.hold: asyncio.Event | None = None
-        self.in_flight = 0
-
-    async def review(self, request: ReviewRequest, *, rewrite: bool = True) -> Review:
-        self.in_flight += 1
-        try:
-            if self.hold is not None:
-                await self.hold.wait()
-            review = self.rules.review_sync(request, rewrite=rewrite)
-            return review.model_copy(update={"engine": "llm"})
-        finally:
-            self.in_flight -= 1
-
-
 @pytest.fixture(autouse=True)
 def fake_llm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ENGINES, "llm", FakeLLM)
@@ -64,17 +38,6 @@ def fake_llm(monkeypatch: pytest.MonkeyPatch) -> None:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with database(str(request.param), tmp_path) as url:
         yield url
-
-
-def llm_of(service: ReviewService) -> FakeLLM:
-    engine = service.engine("llm")
-    assert isinstance(engine, FakeLLM)
-    return engine
-
-
-def workers_of(service: ReviewService) -> int:
-    """How many workers the service's LLM engine shares the budget with."""
-    return llm_of(service).scheduler.stats().workers
 
 
 async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:

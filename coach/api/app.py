@@ -240,13 +240,13 @@ async def _start_presence(api: ApiState) -> Presence | None:
     """Without a worker, the process still draws on the LLM's rate budget with its interactive
     reviews: check in like a worker, so that it paces them at its share and the workers of its
     pool count it while it reviews. None when there is no LLM or no store to check in to."""
-    from coach.batch.presence import api_presence
+    from coach.batch.presence import process_presence
     from coach.batch.worker import default_owner
     from coach.store.workers import WorkerStore
 
     if not api.service.settings.llm_configured or not isinstance(api.store, WorkerStore):
         return None
-    presence = api_presence(api.store, api.service, default_owner())
+    presence = process_presence(api.store, api.service, default_owner())
     # A failed check-in only logs (the database may come back): start-up goes on regardless.
     await presence.start()
     return presence

@@ -10,7 +10,7 @@ worker that is killed stops counting after `ttl_s` (then the others speed up aga
 API processes answer interactive LLM reviews from the same budget, so they count too: one that
 runs the in-process worker counts its interactive reviews in that worker's check-in (they share
 the `ReviewService`, which tells whether it used the LLM), and one with an LLM but no worker
-checks in on its own (`api_presence`). Either way a process has one presence, not two.
+checks in on its own. Either way a process has one presence (`process_presence`), not two.
 
 Between a new worker's start and the others' next check-in the budget is briefly overspent
 (at most `every_s` seconds of one worker's share); the scheduler's 5 % margin and its 429
@@ -30,7 +30,7 @@ from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store.workers import WorkerStore
 
-__all__ = ["PRESENCE_S", "Presence", "api_presence", "budget_pool"]
+__all__ = ["PRESENCE_S", "Presence", "budget_pool", "process_presence"]
 
 log = get_logger("coach.batch.presence")
 
@@ -126,12 +126,18 @@ class Presence:
         self._on_count(count)
 
 
-def api_presence(
-    store: WorkerStore, service: ReviewService, owner: str, *, every_s: float | None = None
+def process_presence(
+    store: WorkerStore,
+    service: ReviewService,
+    owner: str,
+    *,
+    every_s: float | None = None,
+    at_least: int = 1,
 ) -> Presence:
-    """The presence of a process that reviews with `service` but runs no batch worker (an API
-    process without COACH_WORKER_IN_PROCESS): active while it answers LLM reviews, paced at its
-    share of the budget meanwhile."""
+    """The presence of a process that reviews with `service`: a batch worker, or an API process
+    without COACH_WORKER_IN_PROCESS. Active while the service reviews with the LLM (batch items
+    and interactive reviews alike: `ReviewService.take_llm_use`), paced at its share of the
+    budget meanwhile."""
     return Presence(
         store,
         owner,
@@ -139,5 +145,6 @@ def api_presence(
         on_count=service.share_llm_budget,
         # Looked up at each call rather than bound as the default, so tests can shorten it.
         every_s=PRESENCE_S if every_s is None else every_s,
+        at_least=at_least,
         active=service.take_llm_use,
     )

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from coach.batch.presence import PRESENCE_S, Presence, budget_pool
+from coach.batch.presence import PRESENCE_S, process_presence
 from coach.errors import CoachError, LLMError, first_validation_error
 from coach.logs import get_logger
 from coach.models import Review, ReviewRequest
@@ -143,7 +143,6 @@ class Worker:
         self._touched: set[str] = set()
         self._settled_at = 0.0
         self._purged_at = -PURGE_EVERY_S
-        self._llm_used = False  # an LLM item was in flight since the last check-in
 
     async def run(
         self,
@@ -155,14 +154,12 @@ class Worker:
         """Work until `stop` is set, or (`until_idle`) until no item in scope is left open
         and `inputs_done()` says no more will be added. On the way out, items still in flight
         are cancelled and handed back (their attempt does not count)."""
-        presence = Presence(
+        presence = process_presence(
             self.store,
+            self.service,
             self.owner,
-            pool=budget_pool(self.service.settings),
-            on_count=self.service.share_llm_budget,
             every_s=self.config.presence_s,
             at_least=self.config.workers_at_least,
-            active=self._llm_active,
         )
         async with presence:
             await self._work(stop or asyncio.Event(), until_idle, inputs_done)
@@ -196,7 +193,6 @@ class Worker:
                     )
                 for item in claimed:
                     self._flight[item.id] = item
-                    self._llm_used = self._llm_used or self._uses_llm(item)
                     task = asyncio.create_task(self._run_item(item))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -234,22 +230,6 @@ class Worker:
             except CoachError as exc:  # the database is gone: the leases will expire instead
                 log.warning("release_failed", error=str(exc))
             await asyncio.gather(renewer, return_exceptions=True)
-
-    def _uses_llm(self, item: ClaimedItem) -> bool:
-        try:
-            return self.service.resolve(item.engine) == "llm"
-        except CoachError:  # the LLM is not configured here: the item will fail, not call it
-            return False
-
-    def _llm_active(self) -> bool:
-        """For the check-in: whether this worker's process has been drawing on the LLM budget,
-        with batch items or (the in-process worker of an API process, sharing its service)
-        with interactive reviews."""
-        # Asked first and every time: the service's record is reset by the asking.
-        interactive = self.service.take_llm_use()
-        items = self._llm_used or any(self._uses_llm(i) for i in self._flight.values())
-        self._llm_used = False
-        return interactive or items
 
     def _slots(self) -> int:
         """Items in flight at most: the concurrency, but no more LLM reviews than the rate

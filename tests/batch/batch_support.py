@@ -107,6 +107,10 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+#: An LLM that is configured but never called (`FakeLLM` answers instead).
+LLM_SETTINGS = Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
+
+
 class FakeLLM:
     """Stands in for the LLM engine: the rule engine's review labelled "llm", after `hold`
     (when set) is released; a real `Scheduler`, so the service's budget share reaches it."""

@@ -1,6 +1,6 @@
 """Interactive LLM reviews (an API process's `POST /v1/reviews`) count against the shared rate
 budget like batch items: the service tells its check-in whether it used the LLM, a process
-running no worker checks in on its own (`api_presence`), and a process running the in-process
+running no worker checks in on its own (`process_presence`), and a process running the in-process
 worker counts its interactive reviews in that worker's check-in. The LLM is a fake engine
 registered in `ENGINES` (the service builds it like the real one, scheduler included)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from store.store_support import BACKENDS, database, store_at
 
-from batch.batch_support import FakeLLM, llm_of, new_items, workers_of
-from coach.batch.presence import api_presence
+from batch.batch_support import LLM_SETTINGS, FakeLLM, llm_of, new_items, workers_of
+from coach.batch.presence import process_presence
 from coach.batch.worker import Worker, WorkerConfig
 from coach.engines import ENGINES
 from coach.models import ReviewRequest
@@ -22,8 +22,6 @@ from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store import SqlStore
 
-#: An LLM that is configured but never called (the fake engine below answers instead).
-LLM_SETTINGS = Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
 REQUEST = ReviewRequest(text="Could you introduce me to your head of procurement?")
 #: Check-ins this often, so that the tests wait fractions of a second, not PRESENCE_S.
 EVERY_S = 0.05
@@ -99,7 +97,7 @@ def test_an_api_process_answering_llm_reviews_takes_its_share_from_a_batch_worke
             stop = asyncio.Event()
             worker = Worker(store, batch, worker_config(held))
             running = asyncio.create_task(worker.run(stop=stop))
-            async with api_presence(store, api, "api-process", every_s=EVERY_S):
+            async with process_presence(store, api, "api-process", every_s=EVERY_S):
                 # Idle, the API process counts the worker but takes nothing from it.
                 await until(lambda: workers_of(api) == 2)
                 await asyncio.sleep(EVERY_S * 4)

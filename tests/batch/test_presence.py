@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from store.store_support import BACKENDS, database, store_at
 
-from batch.batch_support import new_items
+from batch.batch_support import LLM_SETTINGS, FakeLLM, new_items
 from coach.batch.presence import Presence, budget_pool
 from coach.batch.worker import Worker, WorkerConfig
-from coach.models import Review, ReviewRequest
+from coach.engines import ENGINES
+from coach.engines.base import Reviewer
 from coach.service import ReviewService
 from coach.settings import Settings
 from coach.store import SqlStore
@@ -64,25 +65,24 @@ def test_the_pool_is_the_endpoint_and_the_model() -> None:
 
 
 class _HangingLLM(ReviewService):
-    """An LLM-configured service whose reviews wait until `release` is set: its items stay in
-    flight, so its worker counts as active."""
+    """An LLM-configured service whose LLM reviews (the fake engine's) wait until `release` is
+    set: its items stay in flight, so its worker counts as active. The engine is built when
+    first used, as in a real service."""
 
     def __init__(self) -> None:
-        super().__init__(
-            settings=Settings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_rpm=600)
-        )
+        super().__init__(settings=LLM_SETTINGS)
         self.release = asyncio.Event()
 
-    async def review(
-        self,
-        request: ReviewRequest,
-        *,
-        engine: str = "rules",
-        rewrite: bool = True,
-        strict: bool = False,
-    ) -> Review:
-        await self.release.wait()
-        return self.rules.review_sync(request, rewrite=rewrite)
+    def engine(self, name: str) -> Reviewer:
+        reviewer = super().engine(name)
+        if isinstance(reviewer, FakeLLM):
+            reviewer.hold = self.release
+        return reviewer
+
+
+@pytest.fixture(autouse=True)
+def fake_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ENGINES, "llm", FakeLLM)
 
 
 def _workers(service: ReviewService) -> int:

@@ -608,18 +608,18 @@ def _load(language: Language) -> Lexicon:
         .read_text("utf-8")
     )
     extras = {k: v for k, v in raw.items() if k not in ("signals", "phrases")}
-    loaded = Lexicon(language, raw["signals"], {**raw["phrases"], **extras})
-    _LOADED.append(loaded)
-    return loaded
+    return Lexicon(language, raw["signals"], {**raw["phrases"], **extras})
 
 
-#: The lexicons loaded so far, so that forgetting their memos does not load the others.
+#: The lexicons loaded so far: bounding or emptying their memos does not load the others.
 _LOADED: list[Lexicon] = []
 
 
 @cache
 def lexicon(language: Language) -> Lexicon:
-    return _load(language)
+    loaded = _load(language)
+    _LOADED.append(loaded)
+    return loaded
 
 
 def set_chunk_memo_size(size: int = _CHUNK_MEMO_SIZE) -> None:
@@ -628,8 +628,8 @@ def set_chunk_memo_size(size: int = _CHUNK_MEMO_SIZE) -> None:
     same either way, only the time differs."""
     global _chunk_memo_size
     _chunk_memo_size = max(0, size)
-    for language in Language:
-        memo = lexicon(language)._chunks
+    for loaded in _LOADED:  # one loaded later starts empty, under the new bound
+        memo = loaded._chunks
         while len(memo) > _chunk_memo_size:
             memo.popitem(last=False)
 

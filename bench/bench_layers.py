@@ -37,6 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_api import clean_env, message
 from bench.common import ROOT, Headline, Section, Stat, fmt_stat, headline_table, table
 
 TITLE = "Where a request's time goes (in process)"
@@ -149,8 +150,7 @@ def _child(name: str, body_file: Path, requests: int) -> float:
     """One app measured in a process of its own (its log lines go nowhere), on one core."""
     with tempfile.TemporaryDirectory(prefix="coach-bench-layers-") as tmp:
         out = Path(tmp) / "result.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("COACH_", "OPENAI_"))}
-        env.update(COACH_AUTH="off", COACH_RATE_LIMIT=str(10**9), COACH_DATA_DIR=tmp)
+        env = clean_env(COACH_AUTH="off", COACH_RATE_LIMIT=str(10**9), COACH_DATA_DIR=tmp)
         errors = Path(tmp) / "stderr.txt"
         with errors.open("w") as stderr:
             done = subprocess.run(
@@ -173,8 +173,6 @@ def _child(name: str, body_file: Path, requests: int) -> float:
 
 
 def run(*, quick: bool, runs: int) -> Section:
-    from bench.bench_api import message
-
     requests = 200 if quick else 3000
     body = json.dumps({"text": message(), "kind": "message"}).encode()
     per_app: dict[str, list[float]] = {name: [] for name in APPS}
